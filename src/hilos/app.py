@@ -1,0 +1,176 @@
+"""The FastAPI application: routers of every domain, JSON errors, health, metrics, lifespan.
+
+``create_app`` takes its settings (and optionally an engine) so tests and the CLI build exactly
+the app production runs. With ``run_worker`` (the embedded default of ``hilos serve``) the
+background worker runs inside the same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hilos import __version__
+from hilos.channels.api import router as channels_router
+from hilos.conversations.api import router as conversations_router
+from hilos.core.api import router as tenant_router
+from hilos.core.auth import KeyCache
+from hilos.core.bus import Bus, make_bus
+from hilos.core.db import make_engine, make_sessionmaker
+from hilos.core.errors import HilosError
+from hilos.core.logging import RequestIdMiddleware
+from hilos.core.settings import Settings
+from hilos.customers.api import router as customers_router
+from hilos.tracking.api import router as tracking_router
+from hilos.worker import Worker
+
+log = structlog.get_logger(__name__)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+}
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def _describe_validation(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+    fields = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
+        fields.append({"field": ".".join(location) or "body", "message": error.get("msg", "")})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    return summary or "invalid request", fields
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HilosError)
+    async def hilos_error(_request: Request, error: HilosError) -> JSONResponse:
+        extra: dict[str, Any] = {}
+        if isinstance(error.details, dict):
+            extra.update(error.details)
+        return JSONResponse(
+            status_code=error.status_code, content=error_body(error.code, error.message, **extra)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        summary, fields = _describe_validation(list(error.errors()))
+        return JSONResponse(
+            status_code=422,
+            content=error_body(
+                "invalid", summary, field=fields[0]["field"] if fields else None, fields=fields
+            ),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(error.status_code, "error")
+        return JSONResponse(
+            status_code=error.status_code,
+            content=error_body(code, str(error.detail)),
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+        log.exception("http.unhandled", error=repr(error))
+        return JSONResponse(
+            status_code=500, content=error_body("internal", "an unexpected error happened")
+        )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    bus: Bus | None = None,
+    run_worker: bool = False,
+) -> FastAPI:
+    own_engine = engine is None
+    engine = engine or make_engine(settings.database_url)
+    sessionmaker = make_sessionmaker(engine)
+    bus = bus or make_bus(settings.bus_url)
+    worker = Worker(sessionmaker=sessionmaker, bus=bus, interval=settings.worker_interval_seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await bus.start()
+        task = asyncio.create_task(worker.run_forever()) if run_worker else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                worker.stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await bus.close()
+            if own_engine:
+                await engine.dispose()
+
+    app = FastAPI(
+        title="Hilos",
+        version=__version__,
+        description="Omnichannel customer platform: one customer, one conversation, one stock.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker
+    app.state.bus = bus
+    app.state.worker = worker
+    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    app.state.outbox_wakeup = worker.wake
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as error:  # any failure to reach the database means "not ready"
+            return JSONResponse(
+                status_code=503,
+                content=error_body("not_ready", f"database unreachable: {type(error).__name__}"),
+            )
+        return JSONResponse({"status": "ready", "database": engine.dialect.name})
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in (
+        tenant_router,
+        channels_router,
+        customers_router,
+        conversations_router,
+        tracking_router,
+    ):
+        app.include_router(router)
+    app.add_middleware(RequestIdMiddleware)
+    return app

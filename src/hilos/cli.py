@@ -1,0 +1,221 @@
+"""The ``hilos`` command: serve, worker, migrate, demo, tenant and user management."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hilos.core.settings import Settings, get_settings
+
+app = typer.Typer(help="Hilos: one customer, one conversation, one stock.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+user_app = typer.Typer(help="Manage console users.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(user_app, name="user")
+console = Console()
+
+
+def _migrate(settings: Settings) -> None:
+    from hilos.migrate import upgrade_url
+
+    upgrade_url(settings.database_url)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database of HILOS_DATABASE_URL to the latest schema."""
+    settings = get_settings()
+    _migrate(settings)
+    console.print(f"[green]database is up to date[/green] ({settings.database_url.split('@')[-1]})")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="HTTP processes (PostgreSQL only).")] = 1,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run the background worker in this process (default: on SQLite only).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the API and console (on SQLite, migrate first and run the worker in-process)."""
+    import uvicorn
+
+    from hilos.core.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(level=settings.log_level, json_lines=settings.log_json)
+    if settings.is_sqlite:
+        _migrate(settings)
+        if workers != 1:
+            raise typer.BadParameter("SQLite serves from one process; use PostgreSQL for more")
+    run_worker = settings.is_sqlite if worker is None else worker
+    if workers == 1:
+        from hilos.app import create_app
+
+        application = create_app(settings, run_worker=run_worker)
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    else:
+        import os
+
+        os.environ["HILOS_RUN_WORKER"] = "1" if run_worker else "0"
+        uvicorn.run(
+            "hilos.asgi:app",
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+
+
+@app.command("worker")
+def run_worker() -> None:
+    """Run the background worker alone (outbox relay, timers)."""
+    from hilos.core.bus import make_bus
+    from hilos.core.db import make_engine, make_sessionmaker
+    from hilos.core.logging import configure_logging
+    from hilos.worker import Worker
+
+    settings = get_settings()
+    configure_logging(level=settings.log_level, json_lines=settings.log_json)
+
+    async def main() -> None:
+        engine = make_engine(settings.database_url)
+        bus = make_bus(settings.bus_url)
+        await bus.start()
+        worker = Worker(
+            sessionmaker=make_sessionmaker(engine),
+            bus=bus,
+            interval=settings.worker_interval_seconds,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        try:
+            await worker.run_forever()
+        finally:
+            await bus.close()
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+@app.command()
+def demo(
+    reset: Annotated[bool, typer.Option(help="Delete and recreate the demo tenant.")] = False,
+) -> None:
+    """Create the tenant "Tienda Demo" with channels, customers and conversations."""
+    from hilos.demo import run_demo
+
+    settings = get_settings()
+    _migrate(settings)
+    info = asyncio.run(run_demo(settings, reset=reset, console=console))
+    console.print()
+    console.print("[bold]Hilos demo is ready[/bold]")
+    console.print(f"  URL:           {settings.base_url}")
+    console.print(f"  API docs:      {settings.base_url}/docs")
+    console.print(f"  Console login: {info.login_email} / {info.login_password}")
+    console.print(f"  API key:       {info.api_key}")
+    console.print(f"  Tenant id:     {info.tenant_id}")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: Annotated[str, typer.Argument(help="The business's name.")],
+    region: Annotated[str, typer.Option(help="Default phone region (ISO 3166).")] = "ES",
+    timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "Europe/Madrid",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line.")] = False,
+) -> None:
+    """Create a tenant and print its id and an admin API key (shown once)."""
+    from hilos.core.db import make_engine, make_sessionmaker
+    from hilos.core.schemas import TenantUpdate
+    from hilos.core.service import create_tenant
+
+    settings = get_settings()
+    try:
+        TenantUpdate(default_region=region, timezone=timezone)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+
+    async def main() -> tuple[str, str]:
+        engine = make_engine(settings.database_url)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                tenant, key = await create_tenant(
+                    session, name=name, default_region=region.upper(), timezone=timezone
+                )
+                return tenant.id, key
+        finally:
+            await engine.dispose()
+
+    if settings.is_sqlite:
+        _migrate(settings)
+    tenant_id, key = asyncio.run(main())
+    if as_json:
+        typer.echo(json.dumps({"tenant_id": tenant_id, "api_key": key}))
+    else:
+        console.print(f"tenant [bold]{name}[/bold] created")
+        console.print(f"  tenant id: {tenant_id}")
+        console.print(f"  admin API key (shown once): {key}")
+
+
+@user_app.command("create")
+def user_create(
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    email: Annotated[str, typer.Option(help="Login email.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, help="Password.")],
+    role: Annotated[str, typer.Option(help="admin, supervisor or agent.")] = "agent",
+) -> None:
+    """Add a console user to a tenant."""
+    from pydantic import ValidationError
+
+    from hilos.core.db import make_engine, make_sessionmaker
+    from hilos.core.errors import HilosError
+    from hilos.core.schemas import UserCreate
+    from hilos.core.service import create_user
+    from hilos.core.tenancy import load_tenant
+
+    settings = get_settings()
+    try:
+        body = UserCreate(email=email, name=name, role=role, password=password)
+    except ValidationError as error:
+        raise typer.BadParameter(str(error)) from error
+
+    async def main() -> str:
+        engine = make_engine(settings.database_url)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                context = await load_tenant(session, tenant)
+                user = await create_user(
+                    session,
+                    tenant=context,
+                    email=str(body.email),
+                    name=body.name,
+                    role=body.role,
+                    password=body.password,
+                )
+                return user.id
+        finally:
+            await engine.dispose()
+
+    try:
+        user_id = asyncio.run(main())
+    except HilosError as error:
+        console.print(f"[red]{error.message}[/red]")
+        raise typer.Exit(2) from error
+    console.print(f"user {body.email} ({body.role}) created: {user_id}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,172 @@
+"""HTTP API of conversations: inbound messages, listing, replies and status."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hilos.channels.kinds import ChannelKind
+from hilos.conversations import service
+from hilos.conversations.models import Conversation
+from hilos.conversations.schemas import (
+    ChannelRef,
+    ConversationOut,
+    ConversationPage,
+    ConversationUpdate,
+    InboundMessage,
+    InboundResult,
+    MessageOut,
+    MessagePage,
+    ReplyIn,
+)
+from hilos.core.clock import now
+from hilos.core.deps import CurrentPrincipal, DbSession
+from hilos.core.tenancy import TenantContext
+
+router = APIRouter(prefix="/v1", tags=["conversations"])
+
+
+@router.post("/messages/inbound", response_model=InboundResult)
+async def receive(
+    body: InboundMessage, session: DbSession, principal: CurrentPrincipal
+) -> InboundResult:
+    try:
+        received = await service.receive(
+            session,
+            principal.tenant,
+            channel_id=body.channel_id,
+            external_id=body.external_id,
+            sender_kind=body.sender.kind,
+            sender_value=body.sender.value,
+            sender_name=body.sender.name,
+            text=body.text,
+            attachments=[a.model_dump(exclude_none=True) for a in body.attachments],
+            sent_at=body.sent_at or now(),
+        )
+    except service.DuplicateDelivery as duplicate:
+        # This request owns the transaction: undo what the losing attempt wrote.
+        await session.rollback()
+        received = await service.first_delivery(
+            session,
+            principal.tenant,
+            channel_id=duplicate.channel_id,
+            external_id=duplicate.external_id,
+        )
+    return InboundResult(
+        message_id=received.message_id,
+        conversation_id=received.conversation_id,
+        customer_id=received.customer_id,
+        duplicate=received.duplicate,
+    )
+
+
+async def conversation_views(
+    session: AsyncSession, tenant: TenantContext, conversations: list[Conversation]
+) -> list[ConversationOut]:
+    kinds = await service.channel_kinds_for(session, tenant, conversations)
+    return [
+        ConversationOut(
+            id=c.id,
+            customer_id=c.customer_id,
+            status=c.status,
+            snoozed_until=c.snoozed_until,
+            assignee_id=c.assignee_id,
+            channels=[ChannelRef(id=ch, kind=kinds.get(ch)) for ch in c.channel_ids],
+            last_channel_id=c.last_channel_id,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            last_message_at=c.last_message_at,
+            resolved_at=c.resolved_at,
+            merged_into_id=c.merged_into_id,
+        )
+        for c in conversations
+    ]
+
+
+@router.get("/conversations", response_model=ConversationPage)
+async def list_conversations(
+    session: DbSession,
+    principal: CurrentPrincipal,
+    status: Annotated[str | None, Query(pattern="^(open|pending|snoozed|resolved|merged)$")] = None,
+    assignee_id: Annotated[
+        str | None, Query(max_length=32, description="a user id, or 'none'")
+    ] = None,
+    channel_kind: ChannelKind | None = None,
+    customer_id: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ConversationPage:
+    rows, next_cursor = await service.list_conversations(
+        session,
+        principal.tenant,
+        status=status,
+        assignee_id=None if assignee_id == "none" else assignee_id,
+        unassigned=assignee_id == "none",
+        channel_kind=channel_kind,
+        customer_id=customer_id,
+        cursor=cursor,
+        limit=limit,
+    )
+    return ConversationPage(
+        items=await conversation_views(session, principal.tenant, list(rows)),
+        next_cursor=next_cursor,
+    )
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationOut)
+async def get_conversation(
+    conversation_id: str, session: DbSession, principal: CurrentPrincipal
+) -> ConversationOut:
+    conversation = await service.get_conversation(session, principal.tenant, conversation_id)
+    return (await conversation_views(session, principal.tenant, [conversation]))[0]
+
+
+@router.patch("/conversations/{conversation_id}", response_model=ConversationOut)
+async def update_conversation(
+    conversation_id: str,
+    body: ConversationUpdate,
+    session: DbSession,
+    principal: CurrentPrincipal,
+) -> ConversationOut:
+    conversation = await service.update_conversation(
+        session,
+        principal.tenant,
+        conversation_id=conversation_id,
+        changes=body.model_dump(exclude_unset=True),
+    )
+    return (await conversation_views(session, principal.tenant, [conversation]))[0]
+
+
+@router.get("/conversations/{conversation_id}/messages", response_model=MessagePage)
+async def list_messages(
+    conversation_id: str,
+    session: DbSession,
+    principal: CurrentPrincipal,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> MessagePage:
+    await service.get_conversation(session, principal.tenant, conversation_id)
+    rows, next_cursor = await service.messages_of(
+        session, principal.tenant, conversation_id, after=cursor, limit=limit
+    )
+    return MessagePage(items=[MessageOut.model_validate(m) for m in rows], next_cursor=next_cursor)
+
+
+@router.post(
+    "/conversations/{conversation_id}/messages", response_model=MessageOut, status_code=201
+)
+async def reply(
+    conversation_id: str, body: ReplyIn, session: DbSession, principal: CurrentPrincipal
+) -> object:
+    return await service.reply(
+        session,
+        principal.tenant,
+        conversation_id=conversation_id,
+        text=body.text,
+        attachments=[a.model_dump(exclude_none=True) for a in body.attachments],
+        private=body.private,
+        channel_id=body.channel_id,
+        author_user_id=body.author_user_id,
+    )

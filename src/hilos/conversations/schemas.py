@@ -1,0 +1,117 @@
+"""Requests and responses of the conversations API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from hilos.customers.identities import IdentityKind
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Attachment(Strict):
+    type: Literal["image", "audio", "video", "file", "location", "contact", "sticker"]
+    url: str | None = Field(default=None, max_length=2000)
+    name: str | None = Field(default=None, max_length=300)
+    mime_type: str | None = Field(default=None, max_length=200)
+    size: int | None = Field(default=None, ge=0)
+    data: dict[str, Any] | None = None
+
+
+class Sender(Strict):
+    kind: IdentityKind
+    value: str = Field(min_length=1, max_length=320)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class InboundMessage(Strict):
+    channel_id: str = Field(min_length=1, max_length=32)
+    external_id: str = Field(min_length=1, max_length=200)
+    sender: Sender
+    text: str = Field(default="", max_length=20_000)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=20)
+    sent_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _has_content(self) -> InboundMessage:
+        if not self.text and not self.attachments:
+            raise ValueError("a message needs text or at least one attachment")
+        return self
+
+
+class InboundResult(BaseModel):
+    message_id: str
+    conversation_id: str
+    customer_id: str
+    duplicate: bool
+
+
+class ChannelRef(BaseModel):
+    id: str
+    kind: str | None
+
+
+class ConversationOut(BaseModel):
+    id: str
+    customer_id: str
+    status: str
+    snoozed_until: datetime | None
+    assignee_id: str | None
+    channels: list[ChannelRef]
+    last_channel_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_message_at: datetime
+    resolved_at: datetime | None
+    merged_into_id: str | None
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationOut]
+    next_cursor: str | None
+
+
+class MessageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    conversation_id: str
+    channel_id: str | None
+    direction: str
+    external_id: str | None
+    address: str | None
+    author_user_id: str | None
+    text: str
+    attachments: list[dict[str, Any]]
+    status: str | None
+    sent_at: datetime
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None
+
+
+class ReplyIn(Strict):
+    text: str = Field(default="", max_length=20_000)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=20)
+    private: bool = False
+    channel_id: str | None = Field(default=None, max_length=32)
+    author_user_id: str | None = Field(default=None, max_length=32)
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ReplyIn:
+        if not self.text and not self.attachments:
+            raise ValueError("a reply needs text or at least one attachment")
+        return self
+
+
+class ConversationUpdate(Strict):
+    status: Literal["open", "pending", "snoozed", "resolved"] | None = None
+    snoozed_until: AwareDatetime | None = None
+    assignee_id: str | None = Field(default=None, max_length=32)

@@ -1,0 +1,692 @@
+"""Receiving messages into the right conversation, agent replies, status, and listing.
+
+``receive`` is the hot path of Hilos (every channel's inbound message goes through it), so it is
+written in SQL Core with as few round trips as correctness allows: the sender's customer (one
+lookup when known), the conversation to join (one lookup), the message (one ``INSERT ... ON
+CONFLICT DO NOTHING``, which is also the idempotency check), the conversation's new state, and
+the ``message.received`` event in the outbox. A redelivery loses the race on the unique
+``(tenant, channel, external_id)`` key and raises ``DuplicateDelivery``; the caller, which owns
+the transaction, rolls back everything the attempt wrote and answers the first delivery's ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, exists, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hilos.channels.kinds import REPLY_IDENTITY_KINDS
+from hilos.channels.models import Channel
+from hilos.channels.service import channel_kind, kinds_of
+from hilos.conversations.models import ACTIVE_PREDICATE, ACTIVE_STATUSES, Conversation, Message
+from hilos.core.clock import now
+from hilos.core.errors import Conflict, Invalid
+from hilos.core.ids import new_id
+from hilos.core.models import User
+from hilos.core.outbox import emit
+from hilos.core.tenancy import TenantContext, get_owned, tenant_scope
+from hilos.customers import service as customers
+from hilos.customers.identities import normalize
+
+
+class DuplicateDelivery(Exception):
+    """The message was stored by an earlier delivery.
+
+    ``receive`` may have written a customer or a conversation before it found out, so the caller
+    rolls back (its transaction, or a savepoint it opened) and then asks ``first_delivery``.
+    """
+
+    def __init__(self, *, channel_id: str, external_id: str) -> None:
+        super().__init__(f"message {external_id} on channel {channel_id} was already received")
+        self.channel_id = channel_id
+        self.external_id = external_id
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    message_id: str
+    conversation_id: str
+    customer_id: str
+    duplicate: bool
+
+
+async def receive(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    channel_id: str,
+    external_id: str,
+    sender_kind: str,
+    sender_value: str,
+    sender_name: str | None,
+    text: str,
+    attachments: list[dict[str, Any]],
+    sent_at: datetime,
+) -> Received:
+    """Store an inbound message on the customer's one conversation (idempotent)."""
+    kind = await channel_kind(session, tenant, channel_id)
+    value = normalize(sender_kind, sender_value, region=tenant.default_region, field="sender.value")
+    customer_id, _ = await customers.resolve_sender(
+        session, tenant, kind=sender_kind, value=value, name=sender_name
+    )
+    moment = now()
+    conversation_id, state = await _conversation_for_inbound(
+        session, tenant, customer_id=customer_id, channel_id=channel_id, moment=moment
+    )
+    message_id = new_id()
+    inserted = await session.execute(
+        customers.dialect_insert(session, Message)
+        .values(
+            id=message_id,
+            tenant_id=tenant.id,
+            conversation_id=conversation_id,
+            channel_id=channel_id,
+            direction="inbound",
+            external_id=external_id,
+            address=f"{sender_kind}:{value}",
+            text=text,
+            attachments=attachments,
+            status="received",
+            sent_at=sent_at,
+            created_at=moment,
+        )
+        .on_conflict_do_nothing(index_elements=["tenant_id", "channel_id", "external_id"])
+        .returning(Message.id)
+    )
+    if inserted.first() is None:
+        raise DuplicateDelivery(channel_id=channel_id, external_id=external_id)
+    if state is not None:
+        channel_ids = state["channel_ids"]
+        if channel_id not in channel_ids:
+            channel_ids = [*channel_ids, channel_id]
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(
+                status="open",
+                snoozed_until=None,
+                resolved_at=None,
+                channel_ids=channel_ids,
+                last_channel_id=channel_id,
+                last_message_at=moment,
+                last_inbound_at=moment,
+                updated_at=moment,
+            )
+        )
+    await emit(
+        session,
+        tenant_id=tenant.id,
+        topic="message.received",
+        payload={
+            "message_id": message_id,
+            "conversation_id": conversation_id,
+            "customer_id": customer_id,
+            "channel_id": channel_id,
+            "channel_kind": kind,
+            "conversation": "new" if state is None else state["transition"],
+        },
+    )
+    return Received(message_id, conversation_id, customer_id, duplicate=False)
+
+
+async def _conversation_for_inbound(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    customer_id: str,
+    channel_id: str,
+    moment: datetime,
+) -> tuple[str, dict[str, Any] | None]:
+    """The conversation an inbound message joins, and its prior state (``None`` if new)."""
+    reopen_after = moment - timedelta(seconds=tenant.reopen_window_seconds)
+    candidate = (
+        await session.execute(
+            select(Conversation.id, Conversation.status, Conversation.channel_ids)
+            .where(
+                Conversation.customer_id == customer_id,
+                or_(
+                    Conversation.status.in_(ACTIVE_STATUSES),
+                    and_(
+                        Conversation.status == "resolved",
+                        Conversation.resolved_at >= reopen_after,
+                    ),
+                ),
+            )
+            .order_by(
+                case((Conversation.status == "resolved", 1), else_=0),
+                Conversation.resolved_at.desc(),
+            )
+            .limit(1)
+        )
+    ).first()
+    if candidate is not None:
+        transition = "reopened" if candidate.status == "resolved" else "continued"
+        return candidate.id, {"channel_ids": list(candidate.channel_ids), "transition": transition}
+    conversation_id = new_id()
+    created = await session.execute(
+        customers.dialect_insert(session, Conversation)
+        .values(
+            id=conversation_id,
+            tenant_id=tenant.id,
+            customer_id=customer_id,
+            status="open",
+            channel_ids=[channel_id],
+            last_channel_id=channel_id,
+            created_at=moment,
+            updated_at=moment,
+            last_message_at=moment,
+            last_inbound_at=moment,
+        )
+        .on_conflict_do_nothing(index_elements=["customer_id"], index_where=text(ACTIVE_PREDICATE))
+        .returning(Conversation.id)
+    )
+    if created.first() is not None:
+        return conversation_id, None
+    # Another request started the customer's conversation at the same moment: join it.
+    active = (
+        await session.execute(
+            select(Conversation.id, Conversation.channel_ids).where(
+                Conversation.customer_id == customer_id,
+                Conversation.status.in_(ACTIVE_STATUSES),
+            )
+        )
+    ).one()
+    return active.id, {"channel_ids": list(active.channel_ids), "transition": "continued"}
+
+
+async def first_delivery(
+    session: AsyncSession, tenant: TenantContext, *, channel_id: str, external_id: str
+) -> Received:
+    """The ids given to the first delivery of ``(channel_id, external_id)``."""
+    row = (
+        await session.execute(
+            select(Message.id, Message.conversation_id, Conversation.customer_id)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(
+                Message.tenant_id == tenant.id,
+                Message.channel_id == channel_id,
+                Message.external_id == external_id,
+            )
+        )
+    ).one()
+    return Received(row.id, row.conversation_id, row.customer_id, duplicate=True)
+
+
+# --- replies --------------------------------------------------------------------------------
+
+
+async def reply(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    conversation_id: str,
+    text: str,
+    attachments: list[dict[str, Any]],
+    private: bool,
+    channel_id: str | None,
+    author_user_id: str | None,
+    sent_at: datetime | None = None,
+) -> Message:
+    """An agent's reply, queued in the outbox on the right channel, or a private note.
+
+    ``sent_at`` is for importing history; a live reply is stamped now.
+    """
+    conversation = await get_conversation(session, tenant, conversation_id)
+    if conversation.status == "merged":
+        raise Conflict(
+            f"conversation {conversation.id} was merged into {conversation.merged_into_id}; "
+            "reply there",
+            code="conversation_merged",
+        )
+    if author_user_id is not None:
+        await get_owned(session, User, author_user_id, tenant, what="user")
+    moment = sent_at or now()
+    message = Message(
+        id=new_id(),
+        tenant_id=tenant.id,
+        conversation_id=conversation.id,
+        author_user_id=author_user_id,
+        text=text,
+        attachments=attachments,
+        sent_at=moment,
+        created_at=moment,
+    )
+    if private:
+        message.direction, message.status = "note", None
+    else:
+        chosen_channel, address = await _reply_route(
+            session, tenant, conversation=conversation, channel_id=channel_id
+        )
+        message.direction, message.status = "outbound", "queued"
+        message.channel_id, message.address = chosen_channel, address
+        conversation.last_message_at = moment
+        if chosen_channel not in conversation.channel_ids:
+            conversation.channel_ids = [*conversation.channel_ids, chosen_channel]
+    conversation.updated_at = moment
+    session.add(message)
+    await session.flush()
+    await emit(
+        session,
+        tenant_id=tenant.id,
+        topic="message.noted" if private else "message.queued",
+        payload={
+            "message_id": message.id,
+            "conversation_id": conversation.id,
+            "customer_id": conversation.customer_id,
+            "channel_id": message.channel_id,
+        },
+    )
+    return message
+
+
+async def _reply_route(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    conversation: Conversation,
+    channel_id: str | None,
+) -> tuple[str, str]:
+    """The channel and the customer's address a reply goes to.
+
+    By default the channel of the latest inbound message, to the address the customer wrote
+    from; a chosen channel needs an identity of a kind that channel can deliver to.
+    """
+    latest_inbound = (
+        await session.execute(
+            select(Message.channel_id, Message.address)
+            .where(Message.conversation_id == conversation.id, Message.direction == "inbound")
+            .order_by(Message.sent_at.desc(), Message.id.desc())
+            .limit(1)
+        )
+    ).first()
+    if channel_id is None:
+        if latest_inbound is None or latest_inbound.channel_id is None:
+            raise Invalid(
+                "the conversation has no inbound message to answer; choose a channel_id",
+                field="channel_id",
+            )
+        channel_id = latest_inbound.channel_id
+    kind = await channel_kind(session, tenant, channel_id)
+    wanted = REPLY_IDENTITY_KINDS[kind]
+    if not wanted:
+        raise Invalid(f"a reply cannot be sent on a {kind} channel", field="channel_id")
+    if (
+        latest_inbound is not None
+        and latest_inbound.channel_id == channel_id
+        and latest_inbound.address
+        and latest_inbound.address.split(":", 1)[0] in wanted
+    ):
+        return channel_id, latest_inbound.address
+    identities = await customers.identities_of(session, tenant, conversation.customer_id)
+    for wanted_kind in wanted:
+        for identity in identities:
+            if identity.kind == wanted_kind:
+                return channel_id, f"{identity.kind}:{identity.value}"
+    raise Invalid(
+        f"the customer has no {' or '.join(wanted)} identity, so a reply cannot go on {kind}",
+        field="channel_id",
+        code="no_address",
+    )
+
+
+# --- reading and changing conversations -----------------------------------------------------
+
+
+async def get_conversation(
+    session: AsyncSession, tenant: TenantContext, conversation_id: str
+) -> Conversation:
+    return await get_owned(session, Conversation, conversation_id, tenant, what="conversation")
+
+
+async def update_conversation(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    conversation_id: str,
+    changes: dict[str, Any],
+) -> Conversation:
+    conversation = await get_conversation(session, tenant, conversation_id)
+    if conversation.status == "merged":
+        raise Conflict(
+            f"conversation {conversation.id} was merged into {conversation.merged_into_id}",
+            code="conversation_merged",
+        )
+    moment = now()
+    if "assignee_id" in changes:
+        assignee_id = changes["assignee_id"]
+        if assignee_id is not None:
+            await get_owned(session, User, assignee_id, tenant, what="user")
+        conversation.assignee_id = assignee_id
+    status = changes.get("status")
+    previous = conversation.status
+    if status is not None and status != previous:
+        if status in ACTIVE_STATUSES and previous == "resolved":
+            other = await session.execute(
+                select(Conversation.id).where(
+                    Conversation.customer_id == conversation.customer_id,
+                    Conversation.status.in_(ACTIVE_STATUSES),
+                )
+            )
+            if (other_id := other.scalar_one_or_none()) is not None:
+                raise Conflict(
+                    f"the customer already has an active conversation {other_id}",
+                    code="active_conversation_exists",
+                )
+        conversation.status = status
+        conversation.resolved_at = moment if status == "resolved" else None
+    if conversation.status == "snoozed":
+        until = changes.get("snoozed_until") or conversation.snoozed_until
+        if until is None or until <= moment:
+            raise Invalid("snoozing needs snoozed_until in the future", field="snoozed_until")
+        conversation.snoozed_until = until
+    else:
+        conversation.snoozed_until = None
+    conversation.updated_at = moment
+    await session.flush()
+    if conversation.status != previous:
+        await emit(
+            session,
+            tenant_id=tenant.id,
+            topic=f"conversation.{conversation.status}",
+            payload={
+                "conversation_id": conversation.id,
+                "customer_id": conversation.customer_id,
+                "previous_status": previous,
+            },
+        )
+    return conversation
+
+
+def encode_cursor(moment: datetime, row_id: str) -> str:
+    raw = json.dumps([moment.isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        moment, row_id = json.loads(base64.urlsafe_b64decode(padded))
+        parsed = datetime.fromisoformat(moment)
+        if parsed.tzinfo is None or not isinstance(row_id, str):
+            raise ValueError
+        return parsed, row_id
+    except (ValueError, TypeError, json.JSONDecodeError) as error:
+        raise Invalid("cursor is not one this API gave out", field="cursor") from error
+
+
+async def list_conversations(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    status: str | None = None,
+    assignee_id: str | None = None,
+    unassigned: bool = False,
+    channel_kind: str | None = None,
+    customer_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[Sequence[Conversation], str | None]:
+    """Conversations, most recent activity first, one page at a time."""
+    statement = tenant_scope(select(Conversation), Conversation, tenant)
+    if status is not None:
+        statement = statement.where(Conversation.status == status)
+    else:
+        statement = statement.where(Conversation.status != "merged")
+    if assignee_id is not None:
+        statement = statement.where(Conversation.assignee_id == assignee_id)
+    if unassigned:
+        statement = statement.where(Conversation.assignee_id.is_(None))
+    if customer_id is not None:
+        statement = statement.where(Conversation.customer_id == customer_id)
+    if channel_kind is not None:
+        statement = statement.where(
+            exists(
+                select(Message.id)
+                .join(Channel, Channel.id == Message.channel_id)
+                .where(Message.conversation_id == Conversation.id, Channel.kind == channel_kind)
+            )
+        )
+    if cursor is not None:
+        moment, row_id = decode_cursor(cursor)
+        statement = statement.where(
+            or_(
+                Conversation.last_message_at < moment,
+                and_(Conversation.last_message_at == moment, Conversation.id < row_id),
+            )
+        )
+    statement = statement.order_by(
+        Conversation.last_message_at.desc(), Conversation.id.desc()
+    ).limit(limit + 1)
+    rows = list((await session.execute(statement)).scalars().all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].last_message_at, rows[-1].id)
+    return rows, next_cursor
+
+
+async def messages_of(
+    session: AsyncSession,
+    tenant: TenantContext,
+    conversation_id: str,
+    *,
+    after: str | None = None,
+    limit: int = 100,
+) -> tuple[Sequence[Message], str | None]:
+    """Messages in time order (the order the customer and agents wrote them)."""
+    statement = tenant_scope(
+        select(Message).where(Message.conversation_id == conversation_id), Message, tenant
+    )
+    if after is not None:
+        moment, row_id = decode_cursor(after)
+        statement = statement.where(
+            or_(Message.sent_at > moment, and_(Message.sent_at == moment, Message.id > row_id))
+        )
+    statement = statement.order_by(Message.sent_at, Message.id).limit(limit + 1)
+    rows = list((await session.execute(statement)).scalars().all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].sent_at, rows[-1].id)
+    return rows, next_cursor
+
+
+async def active_conversations_of(
+    session: AsyncSession, tenant: TenantContext, customer_id: str
+) -> Sequence[Conversation]:
+    statement = tenant_scope(
+        select(Conversation)
+        .where(
+            Conversation.customer_id == customer_id,
+            Conversation.status.in_(ACTIVE_STATUSES),
+        )
+        .order_by(Conversation.last_message_at.desc()),
+        Conversation,
+        tenant,
+    )
+    return (await session.execute(statement)).scalars().all()
+
+
+async def recent_messages_of_customer(
+    session: AsyncSession, tenant: TenantContext, customer_id: str, *, limit: int = 50
+) -> Sequence[tuple[Message, str | None]]:
+    """The customer's latest messages with their channel kinds, newest first."""
+    statement = (
+        select(Message, Channel.kind)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .outerjoin(Channel, Channel.id == Message.channel_id)
+        .where(Conversation.tenant_id == tenant.id, Conversation.customer_id == customer_id)
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in (await session.execute(statement)).all()]
+
+
+async def channel_kinds_for(
+    session: AsyncSession, tenant: TenantContext, conversations: Sequence[Conversation]
+) -> dict[str, str]:
+    ids = {channel_id for c in conversations for channel_id in c.channel_ids}
+    return await kinds_of(session, tenant, sorted(ids))
+
+
+async def wake_snoozed(session: AsyncSession) -> int:
+    """Reopen every conversation whose snooze has run out (all tenants); return how many."""
+    moment = now()
+    due = (
+        await session.execute(
+            select(Conversation.id, Conversation.tenant_id, Conversation.customer_id)
+            .where(Conversation.status == "snoozed", Conversation.snoozed_until <= moment)
+            .limit(500)
+        )
+    ).all()
+    for row in due:
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == row.id, Conversation.status == "snoozed")
+            .values(status="open", snoozed_until=None, updated_at=moment)
+        )
+        await emit(
+            session,
+            tenant_id=row.tenant_id,
+            topic="conversation.open",
+            payload={
+                "conversation_id": row.id,
+                "customer_id": row.customer_id,
+                "previous_status": "snoozed",
+            },
+        )
+    return len(due)
+
+
+# --- merges ---------------------------------------------------------------------------------
+
+
+class ConversationsMergeParticipant:
+    """Moves conversations on customer merges; two active conversations become one."""
+
+    name = "conversations"
+
+    async def absorb(
+        self, session: AsyncSession, tenant: TenantContext, *, survivor_id: str, merged_id: str
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {"moved": [], "absorbed": None}
+        active = {
+            c.customer_id: c
+            for c in (
+                await session.execute(
+                    select(Conversation).where(
+                        Conversation.customer_id.in_((survivor_id, merged_id)),
+                        Conversation.status.in_(ACTIVE_STATUSES),
+                    )
+                )
+            ).scalars()
+        }
+        kept, folded = active.get(survivor_id), active.get(merged_id)
+        if kept is not None and folded is not None:
+            message_ids = list(
+                (
+                    await session.execute(
+                        select(Message.id).where(Message.conversation_id == folded.id)
+                    )
+                ).scalars()
+            )
+            record["absorbed"] = {
+                "from": folded.id,
+                "into": kept.id,
+                "status": folded.status,
+                "snoozed_until": folded.snoozed_until.isoformat() if folded.snoozed_until else None,
+                "message_ids": message_ids,
+                "kept_channel_ids": list(kept.channel_ids),
+                "kept_last_message_at": kept.last_message_at.isoformat(),
+            }
+            folded.status, folded.merged_into_id, folded.snoozed_until = "merged", kept.id, None
+            await session.flush()
+            await session.execute(
+                update(Message).where(Message.id.in_(message_ids)).values(conversation_id=kept.id),
+                execution_options={"synchronize_session": False},
+            )
+            kept.channel_ids = [
+                *kept.channel_ids,
+                *(c for c in folded.channel_ids if c not in kept.channel_ids),
+            ]
+            kept.last_message_at = max(kept.last_message_at, folded.last_message_at)
+            if folded.last_inbound_at and (
+                kept.last_inbound_at is None or folded.last_inbound_at > kept.last_inbound_at
+            ):
+                kept.last_inbound_at = folded.last_inbound_at
+            if kept.status != "open" and folded.status == "open":
+                kept.status, kept.snoozed_until = "open", None
+            await session.flush()
+        moved = list(
+            (
+                await session.execute(
+                    select(Conversation.id).where(Conversation.customer_id == merged_id)
+                )
+            ).scalars()
+        )
+        if moved:
+            await session.execute(
+                update(Conversation)
+                .where(Conversation.id.in_(moved))
+                .values(customer_id=survivor_id),
+                execution_options={"synchronize_session": False},
+            )
+        record["moved"] = moved
+        for conversation in active.values():
+            await session.refresh(conversation)
+        return record
+
+    async def restore(
+        self,
+        session: AsyncSession,
+        tenant: TenantContext,
+        *,
+        survivor_id: str,
+        merged_id: str,
+        record: dict[str, Any],
+    ) -> None:
+        if record["moved"]:
+            await session.execute(
+                update(Conversation)
+                .where(
+                    Conversation.id.in_(record["moved"]),
+                    Conversation.customer_id == survivor_id,
+                )
+                .values(customer_id=merged_id),
+                execution_options={"synchronize_session": False},
+            )
+        absorbed = record.get("absorbed")
+        if absorbed is not None:
+            await session.execute(
+                update(Message)
+                .where(
+                    Message.id.in_(absorbed["message_ids"]),
+                    Message.conversation_id == absorbed["into"],
+                )
+                .values(conversation_id=absorbed["from"]),
+                execution_options={"synchronize_session": False},
+            )
+            kept = await session.get(Conversation, absorbed["into"])
+            if kept is not None:
+                await session.refresh(kept)
+                kept.channel_ids = absorbed["kept_channel_ids"]
+            folded = await session.get(Conversation, absorbed["from"])
+            if folded is not None:
+                await session.refresh(folded)
+                folded.status = absorbed["status"]
+                folded.merged_into_id = None
+                folded.snoozed_until = (
+                    datetime.fromisoformat(absorbed["snoozed_until"])
+                    if absorbed["snoozed_until"]
+                    else None
+                )
+        await session.flush()
+
+
+customers.register_merge_participant(ConversationsMergeParticipant())

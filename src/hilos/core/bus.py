@@ -1,0 +1,165 @@
+"""The event bus: in-process by default, NATS JetStream for more than one process.
+
+Subjects are ``hilos.<topic>`` (for example ``hilos.message.received``); each message carries
+the tenant id and the outbox event id. On JetStream the outbox id is also the ``Nats-Msg-Id``,
+so a relay that publishes the same event twice (a crash before it marked it) stores it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+STREAM = "HILOS"
+SUBJECT_PREFIX = "hilos."
+
+
+@dataclass(frozen=True, slots=True)
+class BusEvent:
+    topic: str
+    tenant_id: str
+    event_id: str
+    payload: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "topic": self.topic,
+                "tenant_id": self.tenant_id,
+                "event_id": self.event_id,
+                "payload": self.payload,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> BusEvent:
+        raw = json.loads(data)
+        return cls(
+            topic=raw["topic"],
+            tenant_id=raw["tenant_id"],
+            event_id=raw["event_id"],
+            payload=raw["payload"],
+        )
+
+
+Handler = Callable[[BusEvent], Awaitable[None]]
+
+
+class Bus(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(
+        self, *, topic: str, tenant_id: str, event_id: str, payload: dict[str, Any]
+    ) -> None: ...
+
+    async def subscribe(self, *, durable: str, handler: Handler) -> None:
+        """Deliver every event to ``handler``; processes sharing ``durable`` share the work."""
+
+
+class InProcessBus:
+    """Calls handlers in this process. A failing handler is logged and does not stop others."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._handlers.clear()
+
+    async def publish(
+        self, *, topic: str, tenant_id: str, event_id: str, payload: dict[str, Any]
+    ) -> None:
+        event = BusEvent(topic=topic, tenant_id=tenant_id, event_id=event_id, payload=payload)
+        for durable, handler in list(self._handlers.items()):
+            try:
+                await handler(event)
+            except Exception:
+                log.exception("bus.handler_failed", durable=durable, topic=topic)
+
+    async def subscribe(self, *, durable: str, handler: Handler) -> None:
+        self._handlers[durable] = handler
+
+
+class NatsBus:
+    """JetStream: a durable stream ``HILOS`` over ``hilos.>``, explicit acknowledgements."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._nc: Any = None
+        self._js: Any = None
+        self._subscriptions: list[Any] = []
+
+    async def start(self) -> None:
+        import nats
+
+        self._nc = await nats.connect(self.url, name="hilos")
+        self._js = self._nc.jetstream()
+        from nats.js.errors import NotFoundError
+
+        try:
+            await self._js.stream_info(STREAM)
+        except NotFoundError:
+            await self._js.add_stream(name=STREAM, subjects=[SUBJECT_PREFIX + ">"])
+
+    async def close(self) -> None:
+        for subscription in self._subscriptions:
+            await subscription.unsubscribe()
+        self._subscriptions.clear()
+        if self._nc is not None:
+            await self._nc.drain()
+            self._nc = None
+
+    async def publish(
+        self, *, topic: str, tenant_id: str, event_id: str, payload: dict[str, Any]
+    ) -> None:
+        event = BusEvent(topic=topic, tenant_id=tenant_id, event_id=event_id, payload=payload)
+        await self._js.publish(
+            SUBJECT_PREFIX + topic, event.encode(), headers={"Nats-Msg-Id": event_id}
+        )
+
+    async def subscribe(self, *, durable: str, handler: Handler) -> None:
+        async def on_message(message: Any) -> None:
+            try:
+                await handler(BusEvent.decode(message.data))
+            except Exception:
+                log.exception("bus.handler_failed", durable=durable)
+                await message.nak(delay=1)
+                return
+            await message.ack()
+
+        subscription = await self._js.subscribe(
+            SUBJECT_PREFIX + ">",
+            durable=durable,
+            queue=durable,
+            cb=on_message,
+            manual_ack=True,
+        )
+        self._subscriptions.append(subscription)
+
+
+def make_bus(url: str) -> Bus:
+    if url.startswith(("nats://", "tls://")):
+        return NatsBus(url)
+    if url.startswith("memory://"):
+        return InProcessBus()
+    raise ValueError(f"unsupported HILOS_BUS_URL {url!r}: use memory:// or nats://host:port")
+
+
+async def wait_for(event: asyncio.Event, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,51 @@
+"""FastAPI dependencies: one database transaction per request, and the calling principal.
+
+The session dependency has function scope, so the commit happens before the response is sent:
+a client that got a 2xx knows its change is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hilos.core.auth import Principal, authenticate
+from hilos.core.errors import Forbidden
+
+
+async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        if session.info.pop("outbox_written", False):
+            request.app.state.outbox_wakeup()
+
+
+DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
+
+
+async def _current_principal(request: Request, session: DbSession) -> Principal:
+    return await authenticate(request, session)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_current_principal, scope="function")]
+
+
+def _require(role: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if not principal.at_least(role):
+            raise Forbidden(f"this needs the {role} role; this key has the {principal.role} role")
+        return principal
+
+    return dependency
+
+
+AdminPrincipal = Annotated[Principal, Depends(_require("admin"), scope="function")]
+SupervisorPrincipal = Annotated[Principal, Depends(_require("supervisor"), scope="function")]

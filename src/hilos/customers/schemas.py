@@ -1,0 +1,158 @@
+"""Requests and responses of the customers API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hilos.channels.kinds import ChannelKind
+from hilos.customers.identities import IdentityKind
+
+Purpose = Literal["marketing", "service"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class IdentityIn(Strict):
+    kind: IdentityKind
+    value: str = Field(min_length=1, max_length=320)
+
+
+class IdentityOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    kind: str
+    value: str
+    created_at: datetime
+
+
+class IdentifyRequest(Strict):
+    identities: list[IdentityIn] = Field(min_length=1, max_length=50)
+    name: str | None = Field(default=None, max_length=200)
+    language: str | None = Field(default=None, max_length=8)
+    traits: dict[str, Any] = Field(default_factory=dict)
+
+
+class IdentityConflict(BaseModel):
+    kind: str
+    value: str
+    customer_id: str | None = None
+    reason: str
+    message: str | None = None
+
+
+class IdentifyResponse(BaseModel):
+    customer_id: str
+    created: bool
+    merged_customer_ids: list[str]
+    linked: list[IdentityIn]
+    conflicts: list[IdentityConflict]
+    ignored: list[IdentityConflict]
+
+
+class CustomerUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    language: str | None = Field(default=None, max_length=8)
+    traits: dict[str, Any] | None = None
+
+
+class CustomerOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str | None
+    language: str | None
+    traits: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CustomerSummary(CustomerOut):
+    identities: list[IdentityOut]
+
+
+class CustomerPage(BaseModel):
+    items: list[CustomerSummary]
+    next_cursor: str | None
+
+
+class ConsentIn(Strict):
+    purpose: Purpose
+    channel_kind: ChannelKind
+    granted: bool
+    source: str = Field(default="api", min_length=1, max_length=100)
+    recorded_at: datetime | None = None
+
+
+class ConsentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    purpose: str
+    channel_kind: str
+    granted: bool
+    source: str
+    recorded_at: datetime
+
+
+class ConversationBrief(BaseModel):
+    id: str
+    status: str
+    channels: list[str]
+    assignee_id: str | None
+    last_message_at: datetime
+
+
+class TimelineItem(BaseModel):
+    id: str
+    type: str
+    name: str | None = None
+    occurred_at: datetime
+    channel_kind: str | None = None
+    conversation_id: str | None = None
+    direction: str | None = None
+    text: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class Customer360(CustomerOut):
+    identities: list[IdentityOut]
+    consents: list[ConsentOut]
+    open_conversations: list[ConversationBrief]
+    timeline: list[TimelineItem]
+
+
+class MergeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    survivor_id: str
+    merged_id: str
+    reason: str
+    moved: dict[str, Any]
+    created_at: datetime
+    undone_at: datetime | None
+
+
+class UnmergeRequest(Strict):
+    merge_id: str | None = None
+
+
+class BlockedValueIn(Strict):
+    kind: IdentityKind
+    value: str = Field(min_length=1, max_length=320)
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class BlockedValueOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: str
+    value: str
+    reason: str | None
+    created_at: datetime

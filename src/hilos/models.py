@@ -1,0 +1,19 @@
+"""Every domain's tables in one ``MetaData``, for Alembic and for the schema checks."""
+
+from __future__ import annotations
+
+from hilos.channels import models as channels_models
+from hilos.conversations import models as conversations_models
+from hilos.core import models as core_models
+from hilos.core.db import Base
+from hilos.customers import models as customers_models
+
+metadata = Base.metadata
+
+__all__ = [
+    "channels_models",
+    "conversations_models",
+    "core_models",
+    "customers_models",
+    "metadata",
+]
