@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo serve test lint format bench clean
+.PHONY: install demo serve test lint format bench clean i18n
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Refresh the translation catalogs after changing UI text; then translate the new msgstr in es.
+i18n: install
+	$(BIN)/pybabel extract -F babel.cfg --no-location --project=Hilos --copyright-holder="Hilos contributors" -o src/hilos/locale/messages.pot .
+	$(BIN)/pybabel update -i src/hilos/locale/messages.pot -d src/hilos/locale -w 100 --ignore-obsolete

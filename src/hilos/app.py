@@ -33,6 +33,8 @@ from hilos.core.logging import RequestIdMiddleware
 from hilos.core.settings import Settings
 from hilos.customers.api import router as customers_router
 from hilos.tracking.api import router as tracking_router
+from hilos.web.console import ConsoleError, render_console_error, static_files
+from hilos.web.console import router as console_router
 from hilos.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -170,7 +172,10 @@ def create_app(
         customers_router,
         conversations_router,
         tracking_router,
+        console_router,
     ):
         app.include_router(router)
+    app.mount("/static", static_files(), name="static")
+    app.add_exception_handler(ConsoleError, render_console_error)
     app.add_middleware(RequestIdMiddleware)
     return app
