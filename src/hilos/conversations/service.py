@@ -12,14 +12,15 @@ the transaction, rolls back everything the attempt wrote and answers the first d
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, case, exists, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, and_, bindparam, case, exists, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from hilos.channels.kinds import REPLY_IDENTITY_KINDS
 from hilos.channels.models import Channel
@@ -56,6 +57,54 @@ class Received:
     duplicate: bool
 
 
+# The inbound path's statements, built once: per request it then pays only for binding values.
+_CONVERSATIONS = cast(Table, Conversation.__table__)
+_MESSAGES = cast(Table, Message.__table__)
+_IS_ACTIVE = or_(*(_CONVERSATIONS.c.status == status for status in ACTIVE_STATUSES))
+_CONVERSATION_TO_JOIN = (
+    select(_CONVERSATIONS.c.id, _CONVERSATIONS.c.status, _CONVERSATIONS.c.channel_ids)
+    .where(
+        _CONVERSATIONS.c.customer_id == bindparam("customer_id"),
+        or_(
+            _IS_ACTIVE,
+            and_(
+                _CONVERSATIONS.c.status == "resolved",
+                _CONVERSATIONS.c.resolved_at >= bindparam("reopen_after"),
+            ),
+        ),
+    )
+    .order_by(
+        case((_CONVERSATIONS.c.status == "resolved", 1), else_=0),
+        _CONVERSATIONS.c.resolved_at.desc(),
+    )
+    .limit(1)
+)
+_ACTIVE_CONVERSATION = select(_CONVERSATIONS.c.id, _CONVERSATIONS.c.channel_ids).where(
+    _CONVERSATIONS.c.customer_id == bindparam("customer_id"), _IS_ACTIVE
+)
+_CONTINUE_CONVERSATION = update(_CONVERSATIONS).where(
+    _CONVERSATIONS.c.id == bindparam("conversation_id")
+)
+
+
+@functools.cache
+def _start_conversation_once(dialect: str) -> Any:
+    return (
+        customers.insert_for(dialect, _CONVERSATIONS)
+        .on_conflict_do_nothing(index_elements=["customer_id"], index_where=text(ACTIVE_PREDICATE))
+        .returning(_CONVERSATIONS.c.id)
+    )
+
+
+@functools.cache
+def _store_message_once(dialect: str) -> Any:
+    return (
+        customers.insert_for(dialect, _MESSAGES)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "channel_id", "external_id"])
+        .returning(_MESSAGES.c.id)
+    )
+
+
 async def receive(
     session: AsyncSession,
     tenant: TenantContext,
@@ -72,32 +121,32 @@ async def receive(
     """Store an inbound message on the customer's one conversation (idempotent)."""
     kind = await channel_kind(session, tenant, channel_id)
     value = normalize(sender_kind, sender_value, region=tenant.default_region, field="sender.value")
+    connection = await session.connection()
     customer_id, _ = await customers.resolve_sender(
-        session, tenant, kind=sender_kind, value=value, name=sender_name
+        session, tenant, kind=sender_kind, value=value, name=sender_name, connection=connection
     )
     moment = now()
     conversation_id, state = await _conversation_for_inbound(
-        session, tenant, customer_id=customer_id, channel_id=channel_id, moment=moment
+        connection, tenant, customer_id=customer_id, channel_id=channel_id, moment=moment
     )
     message_id = new_id()
-    inserted = await session.execute(
-        customers.dialect_insert(session, Message)
-        .values(
-            id=message_id,
-            tenant_id=tenant.id,
-            conversation_id=conversation_id,
-            channel_id=channel_id,
-            direction="inbound",
-            external_id=external_id,
-            address=f"{sender_kind}:{value}",
-            text=text,
-            attachments=attachments,
-            status="received",
-            sent_at=sent_at,
-            created_at=moment,
-        )
-        .on_conflict_do_nothing(index_elements=["tenant_id", "channel_id", "external_id"])
-        .returning(Message.id)
+    inserted = await connection.execute(
+        _store_message_once(connection.dialect.name),
+        {
+            "id": message_id,
+            "tenant_id": tenant.id,
+            "conversation_id": conversation_id,
+            "channel_id": channel_id,
+            "direction": "inbound",
+            "external_id": external_id,
+            "address": f"{sender_kind}:{value}",
+            "author_user_id": None,
+            "text": text,
+            "attachments": attachments,
+            "status": "received",
+            "sent_at": sent_at,
+            "created_at": moment,
+        },
     )
     if inserted.first() is None:
         raise DuplicateDelivery(channel_id=channel_id, external_id=external_id)
@@ -105,22 +154,23 @@ async def receive(
         channel_ids = state["channel_ids"]
         if channel_id not in channel_ids:
             channel_ids = [*channel_ids, channel_id]
-        await session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(
-                status="open",
-                snoozed_until=None,
-                resolved_at=None,
-                channel_ids=channel_ids,
-                last_channel_id=channel_id,
-                last_message_at=moment,
-                last_inbound_at=moment,
-                updated_at=moment,
-            )
+        await connection.execute(
+            _CONTINUE_CONVERSATION,
+            {
+                "conversation_id": conversation_id,
+                "status": "open",
+                "snoozed_until": None,
+                "resolved_at": None,
+                "channel_ids": channel_ids,
+                "last_channel_id": channel_id,
+                "last_message_at": moment,
+                "last_inbound_at": moment,
+                "updated_at": moment,
+            },
         )
     await emit(
         session,
+        connection=connection,
         tenant_id=tenant.id,
         topic="message.received",
         payload={
@@ -136,7 +186,7 @@ async def receive(
 
 
 async def _conversation_for_inbound(
-    session: AsyncSession,
+    connection: AsyncConnection,
     tenant: TenantContext,
     *,
     customer_id: str,
@@ -146,57 +196,37 @@ async def _conversation_for_inbound(
     """The conversation an inbound message joins, and its prior state (``None`` if new)."""
     reopen_after = moment - timedelta(seconds=tenant.reopen_window_seconds)
     candidate = (
-        await session.execute(
-            select(Conversation.id, Conversation.status, Conversation.channel_ids)
-            .where(
-                Conversation.customer_id == customer_id,
-                or_(
-                    Conversation.status.in_(ACTIVE_STATUSES),
-                    and_(
-                        Conversation.status == "resolved",
-                        Conversation.resolved_at >= reopen_after,
-                    ),
-                ),
-            )
-            .order_by(
-                case((Conversation.status == "resolved", 1), else_=0),
-                Conversation.resolved_at.desc(),
-            )
-            .limit(1)
+        await connection.execute(
+            _CONVERSATION_TO_JOIN, {"customer_id": customer_id, "reopen_after": reopen_after}
         )
     ).first()
     if candidate is not None:
         transition = "reopened" if candidate.status == "resolved" else "continued"
         return candidate.id, {"channel_ids": list(candidate.channel_ids), "transition": transition}
     conversation_id = new_id()
-    created = await session.execute(
-        customers.dialect_insert(session, Conversation)
-        .values(
-            id=conversation_id,
-            tenant_id=tenant.id,
-            customer_id=customer_id,
-            status="open",
-            channel_ids=[channel_id],
-            last_channel_id=channel_id,
-            created_at=moment,
-            updated_at=moment,
-            last_message_at=moment,
-            last_inbound_at=moment,
-        )
-        .on_conflict_do_nothing(index_elements=["customer_id"], index_where=text(ACTIVE_PREDICATE))
-        .returning(Conversation.id)
+    created = await connection.execute(
+        _start_conversation_once(connection.dialect.name),
+        {
+            "id": conversation_id,
+            "tenant_id": tenant.id,
+            "customer_id": customer_id,
+            "status": "open",
+            "snoozed_until": None,
+            "assignee_id": None,
+            "channel_ids": [channel_id],
+            "last_channel_id": channel_id,
+            "created_at": moment,
+            "updated_at": moment,
+            "last_message_at": moment,
+            "last_inbound_at": moment,
+            "resolved_at": None,
+            "merged_into_id": None,
+        },
     )
     if created.first() is not None:
         return conversation_id, None
     # Another request started the customer's conversation at the same moment: join it.
-    active = (
-        await session.execute(
-            select(Conversation.id, Conversation.channel_ids).where(
-                Conversation.customer_id == customer_id,
-                Conversation.status.in_(ACTIVE_STATUSES),
-            )
-        )
-    ).one()
+    active = (await connection.execute(_ACTIVE_CONVERSATION, {"customer_id": customer_id})).one()
     return active.id, {"channel_ids": list(active.channel_ids), "transition": "continued"}
 
 

@@ -80,7 +80,9 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         )
         _prepare_sqlite(engine)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # No pre-ping: it would cost a round trip per transaction. A connection the server closed
+    # fails its statement, SQLAlchemy invalidates it, and recycling keeps idle ones fresh.
+    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800)
 
 
 def _prepare_sqlite(engine: AsyncEngine) -> None:

@@ -8,25 +8,42 @@ after a crash between publish and mark.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from hilos.core.bus import Bus
 from hilos.core.clock import now
 from hilos.core.ids import new_id
 from hilos.core.models import OutboxEvent
 
+_INSERT_EVENT = insert(cast(Table, OutboxEvent.__table__))
+
 
 async def emit(
-    session: AsyncSession, *, tenant_id: str, topic: str, payload: dict[str, Any]
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    topic: str,
+    payload: dict[str, Any],
+    connection: AsyncConnection | None = None,
 ) -> str:
+    """Write an event that the relay publishes once this transaction commits.
+
+    ``connection`` is the session's connection when the caller already holds it (hot paths).
+    """
     event_id = new_id()
-    await session.execute(
-        insert(OutboxEvent).values(
-            id=event_id, tenant_id=tenant_id, topic=topic, payload=payload, created_at=now()
-        )
+    connection = connection or await session.connection()
+    await connection.execute(
+        _INSERT_EVENT,
+        {
+            "id": event_id,
+            "tenant_id": tenant_id,
+            "topic": topic,
+            "payload": payload,
+            "created_at": now(),
+        },
     )
     session.info["outbox_written"] = True
     return event_id

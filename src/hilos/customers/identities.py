@@ -7,6 +7,7 @@ international number without "+", so it is read as international first.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Literal
@@ -43,6 +44,20 @@ _OPAQUE_ID = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,200}$")
 
 def normalize(kind: str, value: str, *, region: str, field: str = "value") -> str:
     """The canonical form of ``value`` for ``kind``, or ``Invalid`` naming ``field``."""
+    try:
+        return _normalize_cached(kind, value, region)
+    except Invalid as error:
+        raise Invalid(error.message, field=field) from None
+
+
+@functools.lru_cache(maxsize=65_536)
+def _normalize_cached(kind: str, value: str, region: str) -> str:
+    """Parsing a phone number costs more than the rest of an inbound message's Python: the same
+    senders write again and again, so valid results are remembered (failures are not)."""
+    return _normalize(kind, value, region=region, field="value")
+
+
+def _normalize(kind: str, value: str, *, region: str, field: str) -> str:
     if kind not in IDENTITY_KINDS:
         raise Invalid(
             f"unknown identity kind {kind!r}; use one of {', '.join(IDENTITY_KINDS)}",

@@ -12,17 +12,18 @@ Other domains move their own rows on a merge by registering a ``MergeParticipant
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from hilos.core.clock import now
 from hilos.core.errors import Conflict, Invalid, NotFound
@@ -74,9 +75,12 @@ def register_merge_participant(participant: MergeParticipant) -> None:
 
 def dialect_insert(session: AsyncSession, table: Any) -> Any:
     """``INSERT`` with ``ON CONFLICT`` support for the session's database."""
-    if session.get_bind().dialect.name == "postgresql":
-        return pg_insert(table)
-    return sqlite_insert(table)
+    return insert_for(session.get_bind().dialect.name, table)
+
+
+def insert_for(dialect: str, table: Any) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support for the named dialect."""
+    return pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
 
 
 # --- profiles -------------------------------------------------------------------------------
@@ -429,6 +433,27 @@ async def _survivor(
     return (await session.execute(statement)).scalar_one()
 
 
+_IDENTITIES = cast(Table, Identity.__table__)
+_CUSTOMERS = cast(Table, Customer.__table__)
+# Built once: the hot path then pays no statement construction or cache-key cost per request.
+_OWNER_OF_VALUE = select(_IDENTITIES.c.customer_id).where(
+    _IDENTITIES.c.tenant_id == bindparam("tenant_id"),
+    _IDENTITIES.c.kind == bindparam("kind"),
+    _IDENTITIES.c.value == bindparam("value"),
+)
+_INSERT_CUSTOMER = insert(_CUSTOMERS)
+_DELETE_CUSTOMER = delete(_CUSTOMERS).where(_CUSTOMERS.c.id == bindparam("customer_id"))
+
+
+@functools.cache
+def _link_identity_once(dialect: str) -> Any:
+    return (
+        insert_for(dialect, _IDENTITIES)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "kind", "value"])
+        .returning(_IDENTITIES.c.id)
+    )
+
+
 async def resolve_sender(
     session: AsyncSession,
     tenant: TenantContext,
@@ -436,62 +461,45 @@ async def resolve_sender(
     kind: str,
     value: str,
     name: str | None,
+    connection: AsyncConnection | None = None,
 ) -> tuple[str, bool]:
     """The customer id for the sender of an inbound message, and whether it was created.
 
     The hot path of every inbound message: one indexed lookup when the sender is known. A new
     sender gets a new customer; if another request linked the same value at the same moment,
     ours is dropped inside this transaction and theirs is used. A blocked value (a shop's own
-    phone) links nobody: its message goes to a fresh customer of its own.
+    phone) links nobody: its message goes to a fresh customer of its own. ``connection`` is the
+    session's connection when the caller already holds it.
     """
-    row = (
-        await session.execute(
-            select(Identity.customer_id).where(
-                Identity.tenant_id == tenant.id, Identity.kind == kind, Identity.value == value
-            )
-        )
-    ).first()
+    connection = connection or await session.connection()
+    lookup = {"tenant_id": tenant.id, "kind": kind, "value": value}
+    row = (await connection.execute(_OWNER_OF_VALUE, lookup)).first()
     if row is not None:
         return row[0], False
     moment = now()
     customer_id = new_id()
-    await session.execute(
-        insert(Customer).values(
-            id=customer_id,
-            tenant_id=tenant.id,
-            name=name,
-            search_name=search_key(name) if name else None,
-            traits={},
-            created_at=moment,
-            updated_at=moment,
-        )
+    await connection.execute(
+        _INSERT_CUSTOMER,
+        {
+            "id": customer_id,
+            "tenant_id": tenant.id,
+            "name": name,
+            "search_name": search_key(name) if name else None,
+            "traits": {},
+            "created_at": moment,
+            "updated_at": moment,
+        },
     )
     if await blocked_among(session, tenant, [(kind, value)]):
         return customer_id, True
-    statement = (
-        dialect_insert(session, Identity)
-        .values(
-            id=new_id(),
-            tenant_id=tenant.id,
-            customer_id=customer_id,
-            kind=kind,
-            value=value,
-            created_at=moment,
-        )
-        .on_conflict_do_nothing(index_elements=["tenant_id", "kind", "value"])
-        .returning(Identity.id)
+    linked = await connection.execute(
+        _link_identity_once(connection.dialect.name),
+        {"id": new_id(), "customer_id": customer_id, "created_at": moment, **lookup},
     )
-    if (await session.execute(statement)).first() is not None:
+    if linked.first() is not None:
         return customer_id, True
-    await session.execute(delete(Customer).where(Customer.id == customer_id))
-    owner = (
-        await session.execute(
-            select(Identity.customer_id).where(
-                Identity.tenant_id == tenant.id, Identity.kind == kind, Identity.value == value
-            )
-        )
-    ).scalar_one()
-    return owner, False
+    await connection.execute(_DELETE_CUSTOMER, {"customer_id": customer_id})
+    return (await connection.execute(_OWNER_OF_VALUE, lookup)).scalar_one(), False
 
 
 # --- merges ---------------------------------------------------------------------------------
