@@ -434,7 +434,7 @@ class Story:
             traits=self.person.traits,
             reason=reason,
         )
-        self.customer_id = result.customer.id
+        self.customer_id = result.customer_id
 
     async def inbound(
         self, channel: str, text: str, *, attachments: list[dict[str, Any]] | None = None

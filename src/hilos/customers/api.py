@@ -42,7 +42,7 @@ router = APIRouter(prefix="/v1", tags=["customers"])
 
 def identify_response(result: service.IdentifyResult) -> IdentifyResponse:
     return IdentifyResponse(
-        customer_id=result.customer.id,
+        customer_id=result.customer_id,
         created=result.created,
         merged_customer_ids=result.merged_ids,
         linked=[IdentityIn(kind=kind, value=value) for kind, value in result.linked],

@@ -20,10 +20,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    text,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.elements import BindParameter
 
 from hilos.core.clock import now
 from hilos.core.errors import Conflict, Invalid, NotFound
@@ -41,6 +57,8 @@ from hilos.customers.models import (
 )
 
 MAX_REDIRECTS = 32
+_IDENTITIES = cast(Table, Identity.__table__)
+_CUSTOMERS = cast(Table, Customer.__table__)
 
 
 class MergeParticipant(Protocol):
@@ -131,14 +149,18 @@ def apply_profile(
     language: str | None = None,
     traits: dict[str, Any] | None = None,
 ) -> None:
-    if name:
-        customer.name = name
-        customer.search_name = search_key(name)
-    if language:
+    changed = False
+    if name and name != customer.name:
+        customer.name, customer.search_name = name, search_key(name)
+        changed = True
+    if language and language != customer.language:
         customer.language = language
-    if traits:
+        changed = True
+    if traits and any((customer.traits or {}).get(k, object()) != v for k, v in traits.items()):
         customer.traits = {**(customer.traits or {}), **traits}
-    customer.updated_at = now()
+        changed = True
+    if changed:
+        customer.updated_at = now()
 
 
 async def identities_of(
@@ -214,7 +236,7 @@ async def search_customers(
 
 @dataclass
 class IdentifyResult:
-    customer: Customer
+    customer_id: str
     created: bool = False
     merged_ids: list[str] = field(default_factory=list)
     linked: list[tuple[str, str]] = field(default_factory=list)
@@ -320,6 +342,31 @@ def _exceeded(
     )
 
 
+_BLOCKED_VALUES = cast(Table, BlockedValue.__table__)
+_PAIRS: BindParameter[Any] = bindparam("pairs", expanding=True)
+# One round trip answers both "which of these values are blocked" and "who holds the others".
+_BLOCKED_AND_OWNERS = union_all(
+    select(
+        literal("blocked").label("what"),
+        _BLOCKED_VALUES.c.kind,
+        _BLOCKED_VALUES.c.value,
+        null().label("customer_id"),
+    ).where(
+        _BLOCKED_VALUES.c.tenant_id == bindparam("tenant_id"),
+        tuple_(_BLOCKED_VALUES.c.kind, _BLOCKED_VALUES.c.value).in_(_PAIRS),
+    ),
+    select(
+        literal("owner").label("what"),
+        _IDENTITIES.c.kind,
+        _IDENTITIES.c.value,
+        _IDENTITIES.c.customer_id,
+    ).where(
+        _IDENTITIES.c.tenant_id == bindparam("tenant_id"),
+        tuple_(_IDENTITIES.c.kind, _IDENTITIES.c.value).in_(_PAIRS),
+    ),
+)
+
+
 async def identify(
     session: AsyncSession,
     tenant: TenantContext,
@@ -339,42 +386,102 @@ async def identify(
     kind than the tenant allows, the lowest-priority value that adds to the excess is left out
     (and reported as a conflict), until the rest fits. ``enforce_limits=False`` is for
     explicit instructions that these values are one person (Segment's ``alias``).
+
+    The common call (values a customer already holds, nothing new) costs one round trip after
+    the lock, so identify can sit on the path of every page view.
     """
     pairs = normalize_all(tenant, identities, field_prefix=field_prefix)
-    blocked = await blocked_among(session, tenant, pairs)
+    await _lock_values(session, tenant, pairs)
+    connection = await session.connection()
+    blocked: set[tuple[str, str]] = set()
+    owners: dict[tuple[str, str], str] = {}
+    if pairs:
+        rows = await connection.execute(
+            _BLOCKED_AND_OWNERS, {"tenant_id": tenant.id, "pairs": pairs}
+        )
+        for what, kind, value, customer_id in rows.all():
+            if what == "blocked":
+                blocked.add((kind, value))
+            else:
+                owners[(kind, value)] = customer_id
     usable = sorted(
         (pair for pair in pairs if pair not in blocked),
         key=lambda pair: IDENTITY_PRIORITY.index(pair[0]),
     )
     ignored = [{"kind": k, "value": v, "reason": "blocked"} for k, v in pairs if (k, v) in blocked]
-    await _lock_values(session, tenant, usable)
-
-    owners: dict[tuple[str, str], str] = {}
-    if usable:
-        statement = select(Identity.kind, Identity.value, Identity.customer_id).where(
-            Identity.tenant_id == tenant.id, _pairs_clause(Identity, usable)
-        )
-        for kind, value, customer_id in (await session.execute(statement)).all():
-            owners[(kind, value)] = customer_id
-    held = await _identity_counts(session, sorted(set(owners.values())))
-
+    customer_ids = {owners[pair] for pair in usable if pair in owners}
+    new_values = [pair for pair in usable if pair not in owners]
     conflicts: list[dict[str, Any]] = []
-    while True:
+    if len(customer_ids) > 1 or new_values:
+        usable, conflicts = await _within_limits(
+            session, tenant, usable, owners, enforce_limits=enforce_limits
+        )
+        customer_ids = {owners[pair] for pair in usable if pair in owners}
+        new_values = [pair for pair in usable if pair not in owners]
+
+    if not customer_ids:
+        customer = await create_customer(
+            session, tenant, name=name, language=language, traits=traits
+        )
+        result = IdentifyResult(customer_id=customer.id, created=True)
+    else:
+        survivor_id = await _oldest(session, customer_ids)
+        result = IdentifyResult(customer_id=survivor_id)
+        if len(customer_ids) > 1 or name or language or traits:
+            customer = await get_customer(session, tenant, survivor_id)
+            for other_id in sorted(customer_ids - {survivor_id}):
+                other = await get_customer(session, tenant, other_id)
+                await merge(session, tenant, survivor=customer, merged=other, reason=reason)
+                result.merged_ids.append(other_id)
+            apply_profile(customer, name=name, language=language, traits=traits)
+    result.conflicts, result.ignored = conflicts, ignored
+    if new_values:
+        moment = now()
+        await connection.execute(
+            insert(_IDENTITIES),
+            [
+                {
+                    "id": new_id(),
+                    "tenant_id": tenant.id,
+                    "customer_id": result.customer_id,
+                    "kind": kind,
+                    "value": value,
+                    "created_at": moment,
+                }
+                for kind, value in new_values
+            ],
+        )
+        result.linked = list(new_values)
+    await session.flush()
+    return result
+
+
+async def _within_limits(
+    session: AsyncSession,
+    tenant: TenantContext,
+    usable: list[tuple[str, str]],
+    owners: dict[tuple[str, str], str],
+    *,
+    enforce_limits: bool,
+) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    """The values that can be linked together within the tenant's limits, and the conflicts."""
+    usable = list(usable)
+    held = await _identity_counts(session, sorted(set(owners.values())))
+    conflicts: list[dict[str, Any]] = []
+    while enforce_limits:
         customer_ids = {owners[pair] for pair in usable if pair in owners}
         counts: Counter[str] = Counter()
         for customer_id in customer_ids:
             counts += held[customer_id]
         counts.update(pair[0] for pair in usable if pair not in owners)
         exceeded = _exceeded(tenant, counts, [held[c] for c in customer_ids])
-        if not exceeded or not enforce_limits:
-            break
         contributing = [
             pair
             for pair in usable
             if (pair not in owners and pair[0] in exceeded)
             or (pair in owners and any(held[owners[pair]][kind] for kind in exceeded))
         ]
-        if not contributing:
+        if not exceeded or not contributing:
             break
         dropped = contributing[-1]
         usable.remove(dropped)
@@ -390,42 +497,15 @@ async def identify(
                 ),
             }
         )
-
-    result = IdentifyResult(customer=await _survivor(session, tenant, customer_ids))
-    result.created = not customer_ids
-    result.conflicts, result.ignored = conflicts, ignored
-    customer = result.customer
-    for other_id in sorted(customer_ids - {customer.id}):
-        other = await get_customer(session, tenant, other_id)
-        await merge(session, tenant, survivor=customer, merged=other, reason=reason)
-        result.merged_ids.append(other.id)
-    for kind, value in usable:
-        if (kind, value) in owners:
-            continue
-        await session.execute(
-            insert(Identity).values(
-                id=new_id(),
-                tenant_id=tenant.id,
-                customer_id=customer.id,
-                kind=kind,
-                value=value,
-                created_at=now(),
-            )
-        )
-        result.linked.append((kind, value))
-    apply_profile(customer, name=name, language=language, traits=traits)
-    await session.flush()
-    return result
+    return usable, conflicts
 
 
-async def _survivor(
-    session: AsyncSession, tenant: TenantContext, customer_ids: set[str]
-) -> Customer:
-    """The oldest of ``customer_ids``, or a new customer when there are none."""
-    if not customer_ids:
-        return await create_customer(session, tenant)
+async def _oldest(session: AsyncSession, customer_ids: set[str]) -> str:
+    """The oldest of ``customer_ids``: the one that survives a merge."""
+    if len(customer_ids) == 1:
+        return next(iter(customer_ids))
     statement = (
-        select(Customer)
+        select(Customer.id)
         .where(Customer.id.in_(customer_ids))
         .order_by(Customer.created_at, Customer.id)
         .limit(1)
@@ -433,8 +513,6 @@ async def _survivor(
     return (await session.execute(statement)).scalar_one()
 
 
-_IDENTITIES = cast(Table, Identity.__table__)
-_CUSTOMERS = cast(Table, Customer.__table__)
 # Built once: the hot path then pays no statement construction or cache-key cost per request.
 _OWNER_OF_VALUE = select(_IDENTITIES.c.customer_id).where(
     _IDENTITIES.c.tenant_id == bindparam("tenant_id"),

@@ -138,7 +138,7 @@ async def ingest(
     event_id, duplicate = await customers.add_timeline_event(
         session,
         tenant,
-        customer_id=resolved.customer.id,
+        customer_id=resolved.customer_id,
         type=call.type,
         name=name,
         properties=properties,
@@ -148,7 +148,7 @@ async def ingest(
     )
     return CallResult(
         message_id=call.message_id,
-        customer_id=resolved.customer.id,
+        customer_id=resolved.customer_id,
         event_id=event_id,
         duplicate=duplicate,
     )
