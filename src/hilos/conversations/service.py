@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from hilos.channels.kinds import REPLY_IDENTITY_KINDS
 from hilos.channels.models import Channel
 from hilos.channels.service import channel_kind, kinds_of
+from hilos.conversations.inbound_pg import receive_known_sender
 from hilos.conversations.models import ACTIVE_PREDICATE, ACTIVE_STATUSES, Conversation, Message
 from hilos.core.clock import now
 from hilos.core.errors import Conflict, Invalid
@@ -122,6 +123,28 @@ async def receive(
     kind = await channel_kind(session, tenant, channel_id)
     value = normalize(sender_kind, sender_value, region=tenant.default_region, field="sender.value")
     connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        moment, message_id = now(), new_id()
+        fast = await receive_known_sender(
+            connection,
+            tenant_id=tenant.id,
+            channel_id=channel_id,
+            channel_kind=kind,
+            sender_kind=sender_kind,
+            sender_value=value,
+            external_id=external_id,
+            text_=text,
+            attachments=attachments,
+            sent_at=sent_at,
+            moment=moment,
+            message_id=message_id,
+            event_id=new_id(),
+        )
+        if fast is not None:
+            if fast.message_id is None:
+                raise DuplicateDelivery(channel_id=channel_id, external_id=external_id)
+            session.info["outbox_written"] = True
+            return Received(message_id, fast.conversation_id, fast.customer_id, duplicate=False)
     customer_id, _ = await customers.resolve_sender(
         session, tenant, kind=sender_kind, value=value, name=sender_name, connection=connection
     )
