@@ -111,7 +111,7 @@ def create_app(
     run_worker: bool = False,
 ) -> FastAPI:
     own_engine = engine is None
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, pool_size=settings.database_pool_size)
     sessionmaker = make_sessionmaker(engine)
     bus = bus or make_bus(settings.bus_url)
     worker = Worker(sessionmaker=sessionmaker, bus=bus, interval=settings.worker_interval_seconds)

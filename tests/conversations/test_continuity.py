@@ -365,3 +365,28 @@ async def test_bad_inbound_is_a_clear_4xx_and_writes_nothing(
     assert not_json.status_code == 422
     assert (await client.get("/v1/customers", headers=tenant.headers)).json()["items"] == []
     assert (await client.get("/v1/customers", headers=other.headers)).json()["items"] == []
+
+
+async def test_a_blocked_sender_links_nobody(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    sms = await add_channel(client, tenant, "sms")
+    shop_phone = "+34910000000"
+    await client.post(
+        "/v1/blocked-values", json={"kind": "phone", "value": shop_phone}, headers=tenant.headers
+    )
+    first = (
+        await inbound(
+            client, tenant, channel_id=sms, external_id="b1", kind="phone", value=shop_phone
+        )
+    ).json()
+    second = (
+        await inbound(
+            client, tenant, channel_id=sms, external_id="b2", kind="phone", value=shop_phone
+        )
+    ).json()
+    assert first["customer_id"] != second["customer_id"]
+    found = await client.get(
+        "/v1/customers", params={"identity": f"phone:{shop_phone}"}, headers=tenant.headers
+    )
+    assert found.json()["items"] == []

@@ -145,12 +145,17 @@ async def receive(
                 raise DuplicateDelivery(channel_id=channel_id, external_id=external_id)
             session.info["outbox_written"] = True
             return Received(message_id, fast.conversation_id, fast.customer_id, duplicate=False)
-    customer_id, _ = await customers.resolve_sender(
+    customer_id, new_customer = await customers.resolve_sender(
         session, tenant, kind=sender_kind, value=value, name=sender_name, connection=connection
     )
     moment = now()
     conversation_id, state = await _conversation_for_inbound(
-        connection, tenant, customer_id=customer_id, channel_id=channel_id, moment=moment
+        connection,
+        tenant,
+        customer_id=customer_id,
+        channel_id=channel_id,
+        moment=moment,
+        new_customer=new_customer,
     )
     message_id = new_id()
     inserted = await connection.execute(
@@ -215,14 +220,20 @@ async def _conversation_for_inbound(
     customer_id: str,
     channel_id: str,
     moment: datetime,
+    new_customer: bool,
 ) -> tuple[str, dict[str, Any] | None]:
-    """The conversation an inbound message joins, and its prior state (``None`` if new)."""
+    """The conversation an inbound message joins, and its prior state (``None`` if new).
+
+    A customer created by this very message has no conversation to look for.
+    """
     reopen_after = moment - timedelta(seconds=tenant.reopen_window_seconds)
-    candidate = (
-        await connection.execute(
-            _CONVERSATION_TO_JOIN, {"customer_id": customer_id, "reopen_after": reopen_after}
-        )
-    ).first()
+    candidate = None
+    if not new_customer:
+        candidate = (
+            await connection.execute(
+                _CONVERSATION_TO_JOIN, {"customer_id": customer_id, "reopen_after": reopen_after}
+            )
+        ).first()
     if candidate is not None:
         transition = "reopened" if candidate.status == "resolved" else "continued"
         return candidate.id, {"channel_ids": list(candidate.channel_ids), "transition": transition}

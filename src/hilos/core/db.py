@@ -68,7 +68,7 @@ def created_column() -> Mapped[datetime]:
     return mapped_column(UtcDateTime, default=now)
 
 
-def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 20) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(
             url,
@@ -82,7 +82,11 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         return engine
     # No pre-ping: it would cost a round trip per transaction. A connection the server closed
     # fails its statement, SQLAlchemy invalidates it, and recycling keeps idle ones fresh.
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800)
+    # Overflow connections are closed when they come back, so a pool smaller than the usual
+    # concurrency would fork a PostgreSQL backend (with a cold statement cache) per burst.
+    return create_async_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=10, pool_recycle=1800
+    )
 
 
 def _prepare_sqlite(engine: AsyncEngine) -> None:

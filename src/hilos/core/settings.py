@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     # through this process takes effect at once, one made elsewhere within this many seconds.
     api_key_cache_seconds: float = 5.0
     worker_interval_seconds: float = 1.0
+    # Connections each process keeps open to PostgreSQL (SQLite always uses one).
+    database_pool_size: int = 20
 
     @property
     def is_sqlite(self) -> bool:

@@ -59,6 +59,7 @@ from hilos.customers.models import (
 MAX_REDIRECTS = 32
 _IDENTITIES = cast(Table, Identity.__table__)
 _CUSTOMERS = cast(Table, Customer.__table__)
+_BLOCKED_VALUES = cast(Table, BlockedValue.__table__)
 
 
 class MergeParticipant(Protocol):
@@ -342,7 +343,6 @@ def _exceeded(
     )
 
 
-_BLOCKED_VALUES = cast(Table, BlockedValue.__table__)
 _PAIRS: BindParameter[Any] = bindparam("pairs", expanding=True)
 # One round trip answers both "which of these values are blocked" and "who holds the others".
 _BLOCKED_AND_OWNERS = union_all(
@@ -519,6 +519,15 @@ _OWNER_OF_VALUE = select(_IDENTITIES.c.customer_id).where(
     _IDENTITIES.c.kind == bindparam("kind"),
     _IDENTITIES.c.value == bindparam("value"),
 )
+# The owner of a value, or the empty string when the value is blocked; no row for a new value.
+_OWNER_OR_BLOCKED = union_all(
+    _OWNER_OF_VALUE,
+    select(literal("").label("customer_id")).where(
+        _BLOCKED_VALUES.c.tenant_id == bindparam("tenant_id"),
+        _BLOCKED_VALUES.c.kind == bindparam("kind"),
+        _BLOCKED_VALUES.c.value == bindparam("value"),
+    ),
+)
 _INSERT_CUSTOMER = insert(_CUSTOMERS)
 _DELETE_CUSTOMER = delete(_CUSTOMERS).where(_CUSTOMERS.c.id == bindparam("customer_id"))
 
@@ -551,9 +560,11 @@ async def resolve_sender(
     """
     connection = connection or await session.connection()
     lookup = {"tenant_id": tenant.id, "kind": kind, "value": value}
-    row = (await connection.execute(_OWNER_OF_VALUE, lookup)).first()
-    if row is not None:
-        return row[0], False
+    found = {row[0] for row in await connection.execute(_OWNER_OR_BLOCKED, lookup)}
+    blocked = "" in found
+    found.discard("")
+    if found:
+        return found.pop(), False
     moment = now()
     customer_id = new_id()
     await connection.execute(
@@ -568,7 +579,7 @@ async def resolve_sender(
             "updated_at": moment,
         },
     )
-    if await blocked_among(session, tenant, [(kind, value)]):
+    if blocked:
         return customer_id, True
     linked = await connection.execute(
         _link_identity_once(connection.dialect.name),
