@@ -24,7 +24,10 @@ LATENCY = Histogram("hilos_http_request_seconds", "HTTP request latency", ["meth
 
 def configure_logging(*, level: str = "info", json_lines: bool = False) -> None:
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if json_lines
+        # Plain tracebacks: rich's, with every local variable, bury the log in pages of text.
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[
