@@ -36,7 +36,8 @@ def statements(engine: AsyncEngine) -> Iterator[list[str]]:
 async def test_an_inbound_message_from_a_known_customer_takes_few_statements(
     client: httpx.AsyncClient, tenant: TenantHandle, engine: AsyncEngine
 ) -> None:
-    """Five statements on SQLite; one on PostgreSQL, where data-modifying CTEs do it all."""
+    """Five statements on SQLite. On PostgreSQL one statement of data-modifying CTEs does it
+    all, sent to asyncpg directly, so SQLAlchemy sees none."""
     channel = await add_channel(client, tenant, "whatsapp")
     await inbound(
         client,
@@ -56,7 +57,7 @@ async def test_an_inbound_message_from_a_known_customer_takes_few_statements(
             value="34600700800",
         )
     assert response.status_code == 200
-    expected = 1 if engine.dialect.name == "postgresql" else 5
+    expected = 0 if engine.dialect.name == "postgresql" else 5
     assert len(seen) == expected, seen
     with statements(engine) as again:
         duplicate = await inbound(
