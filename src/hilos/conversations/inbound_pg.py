@@ -1,17 +1,24 @@
-"""PostgreSQL's one-statement inbound path for the commonest message of all: a known customer
-writing into their active conversation.
+"""PostgreSQL's one-statement inbound paths for the two commonest messages: a known customer
+writing into their active conversation, and a new sender's first message.
 
-``service.receive`` is the reference: five statements, each owned by its domain. Measured on two
-cores, SQLAlchemy's cost per statement, not PostgreSQL, bounded the rate (DESIGN.md's
-performance notes), so on PostgreSQL this module does the same work in one statement with
-data-modifying CTEs: find the active conversation through the sender's identity, insert the
-message (``ON CONFLICT DO NOTHING``: the idempotency check), bring the conversation up to date
-and write the ``message.received`` event to the outbox. It reads the customers domain's
-``identities`` and writes core's ``outbox_events`` directly: the one place that crosses domain
-tables, kept in sync with the reference by running the same test suite on PostgreSQL.
+``service.receive`` is the reference: five to eight statements, each owned by its domain.
+Measured on two cores, SQLAlchemy's cost per statement, not PostgreSQL, bounded the rate
+(DESIGN.md's performance notes), so on PostgreSQL this module does the same work in one
+statement of data-modifying CTEs, sent to asyncpg directly. A single statement is atomic on its
+own, so run first on the request's connection it needs no BEGIN/COMMIT round trips; after
+other statements it joins their transaction.
 
-When the sender is unknown, has no active conversation, or is blocked, the statement changes
-nothing and returns no row, and ``receive`` takes the reference path.
+Known sender: find the active conversation through the identity, insert the message (``ON
+CONFLICT DO NOTHING``: the idempotency check), bring the conversation up to date, write the
+``message.received`` event. New sender: link the identity (``ON CONFLICT DO NOTHING``: a
+concurrent first message wins), create the customer and the conversation, insert the message
+and the event; foreign keys are checked at the end of the statement, so the order of the CTEs
+does not matter to them. Both read and write other domains' tables (``identities``,
+``customers``, ``outbox_events``): the one place that does, kept in step with the reference by
+running the same test suite on PostgreSQL.
+
+Anything else (a known customer without an active conversation, a blocked value, a race)
+changes nothing here and returns ``None``, and ``receive`` takes the reference path.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hilos.core.ids import new_id
+from hilos.customers.identities import search_key
 
 _KNOWN_SENDER_ACTIVE_CONVERSATION_SQL = """
 WITH conv AS (
@@ -77,6 +87,75 @@ FROM conv
 """
 
 
+_NEW_SENDER_SQL = """
+WITH link AS (
+    INSERT INTO identities (id, tenant_id, customer_id, kind, value, created_at)
+    SELECT :identity_id, :tenant_id, :customer_id, :kind, :value, :now
+    -- varchar casts: PostgreSQL types these parameters from the INSERT's target columns.
+    WHERE NOT EXISTS (
+        SELECT 1 FROM blocked_values
+        WHERE tenant_id = CAST(:tenant_id AS varchar) AND kind = CAST(:kind AS varchar)
+          AND value = CAST(:value AS varchar)
+    ) AND NOT EXISTS (
+        SELECT 1 FROM messages
+        WHERE tenant_id = CAST(:tenant_id AS varchar) AND channel_id = CAST(:channel_id AS varchar)
+          AND external_id = CAST(:external_id AS varchar)
+    )
+    ON CONFLICT (tenant_id, kind, value) DO NOTHING
+    RETURNING customer_id
+),
+customer AS (
+    INSERT INTO customers (
+        id, tenant_id, name, search_name, language, traits, created_at, updated_at, merged_into_id
+    )
+    SELECT link.customer_id, :tenant_id, :name, :search_name, NULL, CAST('{}' AS json),
+        :now, :now, NULL
+    FROM link
+    RETURNING id
+),
+conv AS (
+    INSERT INTO conversations (
+        id, tenant_id, customer_id, status, snoozed_until, assignee_id, channel_ids,
+        last_channel_id, created_at, updated_at, last_message_at, last_inbound_at, resolved_at,
+        merged_into_id
+    )
+    SELECT :conversation_id, :tenant_id, link.customer_id, 'open', NULL, NULL,
+        json_build_array(CAST(:channel_id AS varchar)), :channel_id, :now, :now, :now, :now,
+        NULL, NULL
+    FROM link
+    RETURNING id, customer_id
+),
+msg AS (
+    INSERT INTO messages (
+        id, tenant_id, conversation_id, channel_id, direction, external_id, address,
+        author_user_id, text, attachments, status, sent_at, created_at
+    )
+    SELECT :message_id, :tenant_id, conv.id, :channel_id, 'inbound', :external_id, :address,
+        NULL, :text, CAST(:attachments AS json), 'received', :sent_at, :now
+    FROM conv
+    ON CONFLICT (tenant_id, channel_id, external_id) DO NOTHING
+    RETURNING id, conversation_id
+),
+event AS (
+    INSERT INTO outbox_events (id, tenant_id, topic, payload, created_at)
+    SELECT :event_id, :tenant_id, 'message.received',
+        json_build_object(
+            'message_id', msg.id,
+            'conversation_id', msg.conversation_id,
+            'customer_id', conv.customer_id,
+            'channel_id', CAST(:channel_id AS varchar),
+            'channel_kind', CAST(:channel_kind AS varchar),
+            'conversation', 'new'
+        ),
+        :now
+    FROM msg JOIN conv ON conv.id = msg.conversation_id
+    RETURNING id
+)
+SELECT conv.id AS conversation_id, conv.customer_id, (SELECT id FROM msg) AS message_id
+FROM conv
+"""
+
+
 def _numbered(sql: str) -> tuple[str, tuple[str, ...]]:
     """asyncpg's ``$n`` placeholders for the ``:name`` ones (a name used twice keeps its n)."""
     names: list[str] = []
@@ -90,7 +169,8 @@ def _numbered(sql: str) -> tuple[str, tuple[str, ...]]:
     return re.sub(r"(?<![:\w]):(\w+)", number, sql), tuple(names)
 
 
-_STATEMENT, _PARAMETERS = _numbered(_KNOWN_SENDER_ACTIVE_CONVERSATION_SQL)
+_KNOWN_SENDER = _numbered(_KNOWN_SENDER_ACTIVE_CONVERSATION_SQL)
+_NEW_SENDER = _numbered(_NEW_SENDER_SQL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +181,7 @@ class FastReceipt:
     message_id: str | None
 
 
-async def receive_known_sender(
+async def receive_in_one_statement(
     connection: AsyncConnection,
     *,
     tenant_id: str,
@@ -109,20 +189,20 @@ async def receive_known_sender(
     channel_kind: str,
     sender_kind: str,
     sender_value: str,
+    sender_name: str | None,
     external_id: str,
     text_: str,
     attachments: list[dict[str, Any]],
     sent_at: datetime,
     moment: datetime,
-    message_id: str,
-    event_id: str,
 ) -> FastReceipt | None:
-    """Store the message if its sender has an active conversation; ``None`` when not."""
+    """Store the message if its sender is known with an active conversation, or is new;
+    ``None`` (nothing written) for every other case."""
     values = {
         "tenant_id": tenant_id,
         "kind": sender_kind,
         "value": sender_value,
-        "message_id": message_id,
+        "message_id": new_id(),
         "channel_id": channel_id,
         "channel_kind": channel_kind,
         "external_id": external_id,
@@ -131,14 +211,22 @@ async def receive_known_sender(
         "attachments": json.dumps(attachments),
         "sent_at": sent_at,
         "now": moment,
-        "event_id": event_id,
+        "event_id": new_id(),
     }
-    # Straight to asyncpg: SQLAlchemy's per-statement cost was most of the message's CPU. Run
-    # first on the request's connection, the statement is atomic on its own (no BEGIN/COMMIT
-    # round trips); after other statements it joins their transaction.
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
-    row = await driver.fetchrow(_STATEMENT, *(values[name] for name in _PARAMETERS))
+    statement, parameters = _KNOWN_SENDER
+    row = await driver.fetchrow(statement, *(values[name] for name in parameters))
+    if row is None:
+        values.update(
+            identity_id=new_id(),
+            customer_id=new_id(),
+            conversation_id=new_id(),
+            name=sender_name,
+            search_name=search_key(sender_name) if sender_name else None,
+        )
+        statement, parameters = _NEW_SENDER
+        row = await driver.fetchrow(statement, *(values[name] for name in parameters))
     if row is None:
         return None
     return FastReceipt(row["conversation_id"], row["customer_id"], row["message_id"])

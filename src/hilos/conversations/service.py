@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from hilos.channels.kinds import REPLY_IDENTITY_KINDS
 from hilos.channels.models import Channel
 from hilos.channels.service import channel_kind, kinds_of
-from hilos.conversations.inbound_pg import receive_known_sender
+from hilos.conversations.inbound_pg import receive_in_one_statement
 from hilos.conversations.models import ACTIVE_PREDICATE, ACTIVE_STATUSES, Conversation, Message
 from hilos.core.clock import now
 from hilos.core.errors import Conflict, Invalid
@@ -124,27 +124,27 @@ async def receive(
     value = normalize(sender_kind, sender_value, region=tenant.default_region, field="sender.value")
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
-        moment, message_id = now(), new_id()
-        fast = await receive_known_sender(
+        fast = await receive_in_one_statement(
             connection,
             tenant_id=tenant.id,
             channel_id=channel_id,
             channel_kind=kind,
             sender_kind=sender_kind,
             sender_value=value,
+            sender_name=sender_name,
             external_id=external_id,
             text_=text,
             attachments=attachments,
             sent_at=sent_at,
-            moment=moment,
-            message_id=message_id,
-            event_id=new_id(),
+            moment=now(),
         )
         if fast is not None:
             if fast.message_id is None:
                 raise DuplicateDelivery(channel_id=channel_id, external_id=external_id)
             session.info["outbox_written"] = True
-            return Received(message_id, fast.conversation_id, fast.customer_id, duplicate=False)
+            return Received(
+                fast.message_id, fast.conversation_id, fast.customer_id, duplicate=False
+            )
     customer_id, new_customer = await customers.resolve_sender(
         session, tenant, kind=sender_kind, value=value, name=sender_name, connection=connection
     )
