@@ -7,7 +7,6 @@ so a relay that publishes the same event twice (a crash before it marked it) sto
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -155,11 +154,3 @@ def make_bus(url: str) -> Bus:
     if url.startswith("memory://"):
         return InProcessBus()
     raise ValueError(f"unsupported HILOS_BUS_URL {url!r}: use memory:// or nats://host:port")
-
-
-async def wait_for(event: asyncio.Event, timeout: float) -> bool:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        return False
-    return True

@@ -258,21 +258,6 @@ def normalize_all(
     return list(seen)
 
 
-async def blocked_among(
-    session: AsyncSession, tenant: TenantContext, pairs: Sequence[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    if not pairs:
-        return set()
-    statement = select(BlockedValue.kind, BlockedValue.value).where(
-        BlockedValue.tenant_id == tenant.id, _pairs_clause(BlockedValue, pairs)
-    )
-    return {(kind, value) for kind, value in (await session.execute(statement)).all()}
-
-
-def _pairs_clause(model: Any, pairs: Sequence[tuple[str, str]]) -> Any:
-    return or_(*(and_(model.kind == kind, model.value == value) for kind, value in pairs))
-
-
 async def _lock_values(
     session: AsyncSession, tenant: TenantContext, pairs: Sequence[tuple[str, str]]
 ) -> None:
