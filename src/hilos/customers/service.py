@@ -258,6 +258,9 @@ def normalize_all(
     return list(seen)
 
 
+_ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k")
+
+
 async def _lock_values(
     session: AsyncSession, tenant: TenantContext, pairs: Sequence[tuple[str, str]]
 ) -> None:
@@ -275,10 +278,8 @@ async def _lock_values(
         )
         for k, v in pairs
     )
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
-        {"keys": keys},
-    )
+    connection = await session.connection()
+    await connection.execute(_ADVISORY_LOCKS, {"keys": keys})
 
 
 async def _identity_counts(
@@ -405,10 +406,22 @@ async def identify(
         new_values = [pair for pair in usable if pair not in owners]
 
     if not customer_ids:
-        customer = await create_customer(
-            session, tenant, name=name, language=language, traits=traits
+        # Core, not the ORM: a new profile is the commonest write of identify.
+        moment, customer_id = now(), new_id()
+        await connection.execute(
+            _INSERT_CUSTOMER,
+            {
+                "id": customer_id,
+                "tenant_id": tenant.id,
+                "name": name,
+                "search_name": search_key(name) if name else None,
+                "language": language,
+                "traits": dict(traits or {}),
+                "created_at": moment,
+                "updated_at": moment,
+            },
         )
-        result = IdentifyResult(customer_id=customer.id, created=True)
+        result = IdentifyResult(customer_id=customer_id, created=True)
     else:
         survivor_id = await _oldest(session, customer_ids)
         result = IdentifyResult(customer_id=survivor_id)
