@@ -34,14 +34,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hilos.core.ids import new_id
 from hilos.customers.identities import search_key
 
-_KNOWN_SENDER_ACTIVE_CONVERSATION_SQL = """
-WITH conv AS (
-    SELECT c.id, c.customer_id
-    FROM identities AS i
-    JOIN conversations AS c ON c.customer_id = i.customer_id
-    WHERE i.tenant_id = :tenant_id AND i.kind = :kind AND i.value = :value
-      AND c.status IN ('open', 'pending', 'snoozed')
-),
+# Both statements end the same way: store the message in the conversation ``conv`` (ON
+# CONFLICT: the idempotency check) and write its ``message.received`` event; then report.
+# Parameters that also sit in an INSERT's SELECT list are cast to varchar everywhere, the type
+# PostgreSQL deduces there, so that every use of a parameter agrees on its type.
+_STORE_MESSAGE_WRITE_EVENT = """
 msg AS (
     INSERT INTO messages (
         id, tenant_id, conversation_id, channel_id, direction, external_id, address,
@@ -53,20 +50,6 @@ msg AS (
     ON CONFLICT (tenant_id, channel_id, external_id) DO NOTHING
     RETURNING id, conversation_id
 ),
-touched AS (
-    UPDATE conversations AS c
-    SET status = 'open', snoozed_until = NULL, resolved_at = NULL,
-        channel_ids = CASE
-            WHEN c.channel_ids::jsonb @> jsonb_build_array(CAST(:channel_id AS text))
-            THEN c.channel_ids
-            ELSE (c.channel_ids::jsonb || jsonb_build_array(CAST(:channel_id AS text)))::json
-        END,
-        last_channel_id = :channel_id, last_message_at = :now, last_inbound_at = :now,
-        updated_at = :now
-    FROM msg
-    WHERE c.id = msg.conversation_id
-    RETURNING c.id
-),
 event AS (
     INSERT INTO outbox_events (id, tenant_id, topic, payload, created_at)
     SELECT :event_id, :tenant_id, 'message.received',
@@ -74,31 +57,61 @@ event AS (
             'message_id', msg.id,
             'conversation_id', msg.conversation_id,
             'customer_id', conv.customer_id,
-            'channel_id', CAST(:channel_id AS text),
-            'channel_kind', CAST(:channel_kind AS text),
-            'conversation', 'continued'
+            'channel_id', CAST(:channel_id AS varchar),
+            'channel_kind', CAST(:channel_kind AS varchar),
+            'conversation', CAST(:transition AS varchar)
         ),
         :now
     FROM msg JOIN conv ON conv.id = msg.conversation_id
     RETURNING id
-)
+)"""
+_REPORT = """
 SELECT conv.id AS conversation_id, conv.customer_id, (SELECT id FROM msg) AS message_id
 FROM conv
 """
 
+_KNOWN_SENDER_ACTIVE_CONVERSATION_SQL = (
+    """
+WITH conv AS (
+    SELECT c.id, c.customer_id
+    FROM identities AS i
+    JOIN conversations AS c ON c.customer_id = i.customer_id
+    WHERE i.tenant_id = :tenant_id AND i.kind = :kind AND i.value = :value
+      AND c.status IN ('open', 'pending', 'snoozed')
+),
+"""
+    + _STORE_MESSAGE_WRITE_EVENT
+    + """,
+touched AS (
+    UPDATE conversations AS c
+    SET status = 'open', snoozed_until = NULL, resolved_at = NULL,
+        channel_ids = CASE
+            WHEN c.channel_ids::jsonb @> jsonb_build_array(CAST(:channel_id AS varchar))
+            THEN c.channel_ids
+            ELSE (c.channel_ids::jsonb || jsonb_build_array(CAST(:channel_id AS varchar)))::json
+        END,
+        last_channel_id = :channel_id, last_message_at = :now, last_inbound_at = :now,
+        updated_at = :now
+    FROM msg
+    WHERE c.id = msg.conversation_id
+    RETURNING c.id
+)"""
+    + _REPORT
+)
 
-_NEW_SENDER_SQL = """
+_NEW_SENDER_SQL = (
+    """
 WITH link AS (
     INSERT INTO identities (id, tenant_id, customer_id, kind, value, created_at)
     SELECT :identity_id, :tenant_id, :customer_id, :kind, :value, :now
-    -- varchar casts: PostgreSQL types these parameters from the INSERT's target columns.
     WHERE NOT EXISTS (
         SELECT 1 FROM blocked_values
         WHERE tenant_id = CAST(:tenant_id AS varchar) AND kind = CAST(:kind AS varchar)
           AND value = CAST(:value AS varchar)
     ) AND NOT EXISTS (
         SELECT 1 FROM messages
-        WHERE tenant_id = CAST(:tenant_id AS varchar) AND channel_id = CAST(:channel_id AS varchar)
+        WHERE tenant_id = CAST(:tenant_id AS varchar)
+          AND channel_id = CAST(:channel_id AS varchar)
           AND external_id = CAST(:external_id AS varchar)
     )
     ON CONFLICT (tenant_id, kind, value) DO NOTHING
@@ -124,36 +137,10 @@ conv AS (
         NULL, NULL
     FROM link
     RETURNING id, customer_id
-),
-msg AS (
-    INSERT INTO messages (
-        id, tenant_id, conversation_id, channel_id, direction, external_id, address,
-        author_user_id, text, attachments, status, sent_at, created_at
-    )
-    SELECT :message_id, :tenant_id, conv.id, :channel_id, 'inbound', :external_id, :address,
-        NULL, :text, CAST(:attachments AS json), 'received', :sent_at, :now
-    FROM conv
-    ON CONFLICT (tenant_id, channel_id, external_id) DO NOTHING
-    RETURNING id, conversation_id
-),
-event AS (
-    INSERT INTO outbox_events (id, tenant_id, topic, payload, created_at)
-    SELECT :event_id, :tenant_id, 'message.received',
-        json_build_object(
-            'message_id', msg.id,
-            'conversation_id', msg.conversation_id,
-            'customer_id', conv.customer_id,
-            'channel_id', CAST(:channel_id AS varchar),
-            'channel_kind', CAST(:channel_kind AS varchar),
-            'conversation', 'new'
-        ),
-        :now
-    FROM msg JOIN conv ON conv.id = msg.conversation_id
-    RETURNING id
+),"""
+    + _STORE_MESSAGE_WRITE_EVENT
+    + _REPORT
 )
-SELECT conv.id AS conversation_id, conv.customer_id, (SELECT id FROM msg) AS message_id
-FROM conv
-"""
 
 
 def _numbered(sql: str) -> tuple[str, tuple[str, ...]]:
@@ -212,6 +199,7 @@ async def receive_in_one_statement(
         "sent_at": sent_at,
         "now": moment,
         "event_id": new_id(),
+        "transition": "continued",
     }
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
@@ -224,6 +212,7 @@ async def receive_in_one_statement(
             conversation_id=new_id(),
             name=sender_name,
             search_name=search_key(sender_name) if sender_name else None,
+            transition="new",
         )
         statement, parameters = _NEW_SENDER
         row = await driver.fetchrow(statement, *(values[name] for name in parameters))
