@@ -20,7 +20,6 @@ from hilos.core.models import ApiKey, Tenant
 from hilos.core.security import hash_api_key
 from hilos.core.tenancy import TenantContext
 
-ROLES = ("admin", "supervisor", "agent")
 _RANK = {"agent": 0, "supervisor": 1, "admin": 2}
 
 
