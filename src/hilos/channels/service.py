@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from hilos.channels.models import Channel
 from hilos.core.clock import now
@@ -36,7 +36,9 @@ async def get_channel(session: AsyncSession, tenant: TenantContext, channel_id: 
     return await get_owned(session, Channel, channel_id, tenant, what="channel")
 
 
-async def channel_kind(session: AsyncSession, tenant: TenantContext, channel_id: str) -> str:
+async def channel_kind(
+    session: AsyncSession | AsyncConnection, tenant: TenantContext, channel_id: str
+) -> str:
     """The kind of the tenant's channel ``channel_id``; ``NotFound`` for anyone else's."""
     cached = _KIND_CACHE.get((tenant.id, channel_id))
     if cached is not None:

@@ -106,6 +106,45 @@ def _store_message_once(dialect: str) -> Any:
     )
 
 
+async def receive_fast(
+    connection: AsyncConnection,
+    tenant: TenantContext,
+    *,
+    channel_id: str,
+    external_id: str,
+    sender_kind: str,
+    sender_value: str,
+    sender_name: str | None,
+    text: str,
+    attachments: list[dict[str, Any]],
+    sent_at: datetime,
+) -> Received | None:
+    """PostgreSQL's one-statement path (``inbound_pg``): the stored message, or ``None`` when
+    the reference path must run. Needs no session: the endpoint runs it on a bare connection
+    and commits."""
+    kind = await channel_kind(connection, tenant, channel_id)
+    value = normalize(sender_kind, sender_value, region=tenant.default_region, field="sender.value")
+    fast = await receive_in_one_statement(
+        connection,
+        tenant_id=tenant.id,
+        channel_id=channel_id,
+        channel_kind=kind,
+        sender_kind=sender_kind,
+        sender_value=value,
+        sender_name=sender_name,
+        external_id=external_id,
+        text_=text,
+        attachments=attachments,
+        sent_at=sent_at,
+        moment=now(),
+    )
+    if fast is None:
+        return None
+    if fast.message_id is None:
+        raise DuplicateDelivery(channel_id=channel_id, external_id=external_id)
+    return Received(fast.message_id, fast.conversation_id, fast.customer_id, duplicate=False)
+
+
 async def receive(
     session: AsyncSession,
     tenant: TenantContext,
@@ -118,33 +157,32 @@ async def receive(
     text: str,
     attachments: list[dict[str, Any]],
     sent_at: datetime,
+    try_fast: bool = True,
 ) -> Received:
-    """Store an inbound message on the customer's one conversation (idempotent)."""
-    kind = await channel_kind(session, tenant, channel_id)
-    value = normalize(sender_kind, sender_value, region=tenant.default_region, field="sender.value")
+    """Store an inbound message on the customer's one conversation (idempotent).
+
+    On PostgreSQL the one-statement path is tried first (unless the caller already did, with
+    ``try_fast=False``); everything else takes the reference path below.
+    """
     connection = await session.connection()
-    if connection.dialect.name == "postgresql":
-        fast = await receive_in_one_statement(
+    if try_fast and connection.dialect.name == "postgresql":
+        fast = await receive_fast(
             connection,
-            tenant_id=tenant.id,
+            tenant,
             channel_id=channel_id,
-            channel_kind=kind,
-            sender_kind=sender_kind,
-            sender_value=value,
-            sender_name=sender_name,
             external_id=external_id,
-            text_=text,
+            sender_kind=sender_kind,
+            sender_value=sender_value,
+            sender_name=sender_name,
+            text=text,
             attachments=attachments,
             sent_at=sent_at,
-            moment=now(),
         )
         if fast is not None:
-            if fast.message_id is None:
-                raise DuplicateDelivery(channel_id=channel_id, external_id=external_id)
             session.info["outbox_written"] = True
-            return Received(
-                fast.message_id, fast.conversation_id, fast.customer_id, duplicate=False
-            )
+            return fast
+    kind = await channel_kind(connection, tenant, channel_id)
+    value = normalize(sender_kind, sender_value, region=tenant.default_region, field="sender.value")
     customer_id, new_customer = await customers.resolve_sender(
         session, tenant, kind=sender_kind, value=value, name=sender_name, connection=connection
     )

@@ -80,11 +80,21 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
-async def authenticate(request: Request, session: AsyncSession) -> Principal:
+def _key_hash(request: Request) -> str:
     key = presented_key(request)
     if key is None:
         raise Unauthorized("an API key is required: Authorization: Bearer <key>")
-    key_hash = hash_api_key(key)
+    return hash_api_key(key)
+
+
+def cached_principal(request: Request) -> Principal | None:
+    """The caller from this process's key cache, if there; ``Unauthorized`` without a key."""
+    cache: KeyCache = request.app.state.key_cache
+    return cache.get(_key_hash(request))
+
+
+async def authenticate(request: Request, session: AsyncSession) -> Principal:
+    key_hash = _key_hash(request)
     cache: KeyCache = request.app.state.key_cache
     principal = cache.get(key_hash)
     if principal is not None:

@@ -1,5 +1,8 @@
 """FastAPI dependencies: one database transaction per request, and the calling principal.
 
+Endpoints that can answer without a session (the one-statement inbound path on PostgreSQL)
+manage their own connection; every other endpoint takes ``DbSession``.
+
 The session dependency has function scope, so the commit happens before the response is sent:
 a client that got a 2xx knows its change is stored.
 """
@@ -12,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hilos.core.auth import Principal, authenticate
+from hilos.core.auth import Principal, authenticate, cached_principal
 from hilos.core.errors import Forbidden
 
 
@@ -31,8 +34,14 @@ async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
 DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
 
 
-async def _current_principal(request: Request, session: DbSession) -> Principal:
-    return await authenticate(request, session)
+async def _current_principal(request: Request) -> Principal:
+    # Most requests find their key in the cache; the others look it up in a short session of
+    # their own, so a request that needs no database (the one-statement inbound path) opens none.
+    principal = cached_principal(request)
+    if principal is not None:
+        return principal
+    async with request.app.state.sessionmaker() as session:
+        return await authenticate(request, session)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_current_principal, scope="function")]
