@@ -74,8 +74,13 @@ async def test_anonymous_events_join_the_customer_when_identified(
         ("anonymous", "anon-7"),
         ("email", "carmen@example.es"),
     }
-    old = await client.get(f"/v1/customers/{anonymous_customer}", headers=tenant.headers)
-    assert old.status_code in (200, 307)
+    # The anonymous profile is the older one, so it survives; the identified one redirects.
+    assert customer_id == anonymous_customer
+    merged_away = await client.get(
+        f"/v1/customers/{known.json()['customer_id']}", headers=tenant.headers
+    )
+    assert merged_away.status_code == 307
+    assert merged_away.headers["location"].endswith(customer_id)
 
 
 async def test_a_resent_message_id_changes_nothing(
