@@ -23,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hilos import __version__
 from hilos.channels.api import router as channels_router
+from hilos.channels.registry import load_adapters
+from hilos.channels.webhooks import router as webhooks_router
 from hilos.conversations.api import router as conversations_router
 from hilos.core.api import router as tenant_router
 from hilos.core.auth import KeyCache
@@ -166,9 +168,11 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    load_adapters()
     for router in (
         tenant_router,
         channels_router,
+        webhooks_router,
         customers_router,
         conversations_router,
         tracking_router,

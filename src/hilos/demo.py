@@ -484,6 +484,8 @@ class Story:
             private=note,
             channel_id=self.shop.channel_ids[channel] if channel else None,
             author_user_id=self.agent_id,
+            # History being written, not a live reply: no 24-hour window check.
+            sent_at=self.shop.clock.moment,
         )
         self.shop.reply_count += 1
         if not note:

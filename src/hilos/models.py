@@ -7,6 +7,7 @@ from hilos.conversations import models as conversations_models
 from hilos.core import models as core_models
 from hilos.core.db import Base
 from hilos.customers import models as customers_models
+from hilos.tasks import models as tasks_models
 from hilos.web import models as web_models
 
 metadata = Base.metadata
@@ -17,5 +18,6 @@ __all__ = [
     "core_models",
     "customers_models",
     "metadata",
+    "tasks_models",
     "web_models",
 ]

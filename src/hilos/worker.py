@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hilos.channels.delivery import deliver_due
+from hilos.channels.registry import load_adapters
 from hilos.conversations.service import wake_snoozed
 from hilos.core.bus import Bus
 from hilos.core.outbox import relay
@@ -29,6 +32,19 @@ class Worker:
         self.interval = interval
         self._wakeup = asyncio.Event()
         self._stopping = False
+        # Providers' APIs; tests swap in a client whose transport is a fake provider.
+        self.http: httpx.AsyncClient | None = None
+        load_adapters()
+
+    def http_client(self) -> httpx.AsyncClient:
+        if self.http is None:
+            self.http = httpx.AsyncClient(timeout=httpx.Timeout(20.0, connect=5.0))
+        return self.http
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -41,13 +57,14 @@ class Worker:
         """Do everything that is due now; return what was done (for tests and logs)."""
         async with self.sessionmaker() as session, session.begin():
             woken = await wake_snoozed(session)
+        delivered = await deliver_due(self.sessionmaker, self.http_client())
         published = 0
         while True:
             batch = await relay(self.sessionmaker, self.bus)
             published += batch
             if batch == 0:
                 break
-        return {"published": published, "woken": woken}
+        return {"published": published, "woken": woken, **delivered}
 
     async def run_forever(self) -> None:
         log.info("worker.started")
@@ -59,4 +76,5 @@ class Worker:
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.interval)
+        await self.close()
         log.info("worker.stopped")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from hilos.channels import service
-from hilos.channels.schemas import ChannelCreate, ChannelOut
+from hilos.channels.schemas import ChannelCreate, ChannelOut, ChannelUpdate, check_provider
 from hilos.core.deps import AdminPrincipal, CurrentPrincipal, DbSession
+from hilos.core.errors import Invalid
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
 
@@ -28,3 +29,23 @@ async def list_channels(session: DbSession, principal: CurrentPrincipal) -> obje
 @router.get("/{channel_id}", response_model=ChannelOut)
 async def get_channel(channel_id: str, session: DbSession, principal: CurrentPrincipal) -> object:
     return await service.get_channel(session, principal.tenant, channel_id)
+
+
+@router.patch("/{channel_id}", response_model=ChannelOut)
+async def update_channel(
+    channel_id: str, body: ChannelUpdate, session: DbSession, principal: AdminPrincipal
+) -> object:
+    channel = await service.get_channel(session, principal.tenant, channel_id)
+    if body.config is not None and "provider" in body.config:
+        try:
+            check_provider(channel.kind, {k: v for k, v in body.config.items() if v is not None})
+        except ValueError as error:
+            raise Invalid(str(error), field="config.provider") from error
+    return await service.update_channel(
+        session,
+        principal.tenant,
+        channel_id,
+        name=body.name,
+        config=body.config,
+        disabled=body.disabled,
+    )

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hilos.channels.kinds import ChannelKind
-from hilos.conversations import service
+from hilos.conversations import receipts, service
 from hilos.conversations.models import Conversation
 from hilos.conversations.schemas import (
     ChannelRef,
@@ -19,6 +19,7 @@ from hilos.conversations.schemas import (
     InboundResult,
     MessageOut,
     MessagePage,
+    ReceiptIn,
     ReplyIn,
 )
 from hilos.core.clock import now
@@ -46,55 +47,15 @@ async def receive(
         "attachments": [a.model_dump(exclude_none=True) for a in body.attachments],
         "sent_at": body.sent_at or now(),
     }
-    received: service.Received | None = None
-    duplicate = False
-    if state.engine.dialect.name == "postgresql":
-        async with state.engine.connect() as connection:
-            try:
-                received = await service.receive_fast(connection, principal.tenant, **message)
-            except service.DuplicateDelivery:
-                duplicate = True
-            await connection.commit()
-        if received is not None:
-            state.outbox_wakeup()
-    if received is None:
-        received = await _receive_in_session(
-            state, principal.tenant, message, known_duplicate=duplicate
-        )
+    received = await service.receive_committed(
+        state.engine, state.sessionmaker, principal.tenant, wakeup=state.outbox_wakeup, **message
+    )
     return InboundResult(
         message_id=received.message_id,
         conversation_id=received.conversation_id,
         customer_id=received.customer_id,
         duplicate=received.duplicate,
     )
-
-
-async def _receive_in_session(
-    state: Any, tenant: TenantContext, message: dict[str, Any], *, known_duplicate: bool
-) -> service.Received:
-    """The reference path in one transaction; a redelivery rolls back what it wrote."""
-    async with state.sessionmaker() as session:
-        try:
-            if known_duplicate:
-                raise service.DuplicateDelivery(
-                    channel_id=message["channel_id"], external_id=message["external_id"]
-                )
-            received = await service.receive(session, tenant, try_fast=False, **message)
-            await session.commit()
-        except service.DuplicateDelivery as redelivery:
-            await session.rollback()
-            return await service.first_delivery(
-                session,
-                tenant,
-                channel_id=redelivery.channel_id,
-                external_id=redelivery.external_id,
-            )
-        except BaseException:
-            await session.rollback()
-            raise
-    if session.info.pop("outbox_written", False):
-        state.outbox_wakeup()
-    return received
 
 
 async def conversation_views(
@@ -204,4 +165,21 @@ async def reply(
         private=body.private,
         channel_id=body.channel_id,
         author_user_id=body.author_user_id,
+        template=body.template.model_dump() if body.template else None,
+    )
+
+
+@router.post("/messages/{message_id}/receipts", response_model=MessageOut)
+async def report_receipt(
+    message_id: str, body: ReceiptIn, session: DbSession, principal: CurrentPrincipal
+) -> object:
+    """A delivery receipt from an integrator that delivers replies itself (``api`` channels,
+    or a provider Hilos has no adapter for)."""
+    return await receipts.receipt_for_message(
+        session,
+        principal.tenant,
+        message_id=message_id,
+        status=body.status,
+        occurred_at=body.occurred_at or now(),
+        error=body.error,
     )

@@ -182,9 +182,10 @@ async def receive_in_one_statement(
     attachments: list[dict[str, Any]],
     sent_at: datetime,
     moment: datetime,
+    allow_new_sender: bool = True,
 ) -> FastReceipt | None:
-    """Store the message if its sender is known with an active conversation, or is new;
-    ``None`` (nothing written) for every other case."""
+    """Store the message if its sender is known with an active conversation, or is new (unless
+    ``allow_new_sender`` is false); ``None`` (nothing written) for every other case."""
     values = {
         "tenant_id": tenant_id,
         "kind": sender_kind,
@@ -205,7 +206,7 @@ async def receive_in_one_statement(
     driver: Any = raw.driver_connection
     statement, parameters = _KNOWN_SENDER
     row = await driver.fetchrow(statement, *(values[name] for name in parameters))
-    if row is None:
+    if row is None and allow_new_sender:
         values.update(
             identity_id=new_id(),
             customer_id=new_id(),

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hilos.core.db import Base, created_column, id_column
 
 ACTIVE_STATUSES = ("open", "pending", "snoozed")
 ACTIVE_PREDICATE = "status IN ('open', 'pending', 'snoozed')"
+OUTGOING_PREDICATE = "status IN ('queued', 'sending')"
 
 
 class Conversation(Base):
@@ -52,11 +53,12 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "channel_id", "external_id"),
         Index("ix_messages_conversation_sent", "conversation_id", "sent_at"),
+        # The delivery worker's queue: replies waiting to go out, or in flight.
         Index(
-            "ix_messages_queued",
-            "id",
-            postgresql_where=text("status = 'queued'"),
-            sqlite_where=text("status = 'queued'"),
+            "ix_messages_outgoing",
+            "next_attempt_at",
+            postgresql_where=text(OUTGOING_PREDICATE),
+            sqlite_where=text(OUTGOING_PREDICATE),
         ),
     )
 
@@ -73,7 +75,39 @@ class Message(Base):
     author_user_id: Mapped[str | None] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text, default="")
     attachments: Mapped[list[Any]] = mapped_column(default=list)
-    # received; queued, sent, delivered, read, failed (outbound); none for notes.
+    # message (text and attachments), call (a phone call's entry), visit (a store visit).
+    kind: Mapped[str] = mapped_column(String(16), default="message", server_default="message")
+    # What the kind needs beyond text: a call's events and duration, an email's subject and
+    # headers, a template's name and parameters, the store and clerk of a visit.
+    data: Mapped[dict[str, Any] | None]
+    # received; queued, sending, sent, delivered, read, failed (outbound); none for notes.
     status: Mapped[str | None] = mapped_column(String(16))
+    status_at: Mapped[datetime | None]
+    # Why delivery failed, in the provider's words: {"code": ..., "message": ...}.
+    error: Mapped[dict[str, Any] | None]
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the worker may next try (queued), or when its claim lapses (sending).
+    next_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime] = created_column()
+    created_at: Mapped[datetime] = created_column()
+
+
+class MessageReceipt(Base):
+    """A provider's delivery receipt, kept even when it arrives before its message is known.
+
+    Providers report statuses by their own message id, which Hilos learns only when the send
+    call returns; a receipt that overtakes that answer waits here and is applied then.
+    """
+
+    __tablename__ = "message_receipts"
+    __table_args__ = (UniqueConstraint("tenant_id", "channel_id", "external_id", "status"),)
+
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = created_column()
+    error: Mapped[dict[str, Any] | None]
+    applied_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_column()

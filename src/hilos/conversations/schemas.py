@@ -88,7 +88,11 @@ class MessageOut(BaseModel):
     author_user_id: str | None
     text: str
     attachments: list[dict[str, Any]]
+    kind: str = "message"
+    data: dict[str, Any] | None = None
     status: str | None
+    status_at: datetime | None = None
+    error: dict[str, Any] | None = None
     sent_at: datetime
 
 
@@ -97,18 +101,38 @@ class MessagePage(BaseModel):
     next_cursor: str | None
 
 
+class TemplateRef(Strict):
+    """An approved message template (WhatsApp): sendable outside the 24-hour window."""
+
+    name: str = Field(min_length=1, max_length=512, pattern=r"^[a-z0-9_]+$")
+    language: str = Field(min_length=2, max_length=15, pattern=r"^[a-z]{2,3}(_[A-Za-z]{2,4})?$")
+    # The body's {{1}}, {{2}}, ... in order.
+    parameters: list[str] = Field(default_factory=list, max_length=30)
+
+
 class ReplyIn(Strict):
     text: str = Field(default="", max_length=20_000)
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
+    template: TemplateRef | None = None
     private: bool = False
     channel_id: str | None = Field(default=None, max_length=32)
     author_user_id: str | None = Field(default=None, max_length=32)
 
     @model_validator(mode="after")
     def _has_content(self) -> ReplyIn:
-        if not self.text and not self.attachments:
-            raise ValueError("a reply needs text or at least one attachment")
+        if not self.text and not self.attachments and self.template is None:
+            raise ValueError("a reply needs text, an attachment or a template")
+        if self.template is not None and self.private:
+            raise ValueError("a private note cannot be a template")
         return self
+
+
+class ReceiptIn(Strict):
+    """A delivery receipt reported by an integrator (for channels Hilos does not send on)."""
+
+    status: Literal["sent", "delivered", "read", "failed"]
+    occurred_at: AwareDatetime | None = None
+    error: dict[str, Any] | None = None
 
 
 class ConversationUpdate(Strict):

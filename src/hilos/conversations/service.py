@@ -14,20 +14,20 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, exists, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Table, and_, bindparam, case, exists, func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from hilos.channels.kinds import REPLY_IDENTITY_KINDS
 from hilos.channels.models import Channel
 from hilos.channels.service import channel_kind, kinds_of
 from hilos.conversations.inbound_pg import receive_in_one_statement
 from hilos.conversations.models import ACTIVE_PREDICATE, ACTIVE_STATUSES, Conversation, Message
-from hilos.core.clock import now
+from hilos.core.clock import as_utc, now
 from hilos.core.errors import Conflict, Invalid
 from hilos.core.ids import new_id
 from hilos.core.models import User
@@ -118,10 +118,12 @@ async def receive_fast(
     text: str,
     attachments: list[dict[str, Any]],
     sent_at: datetime,
+    allow_new_sender: bool = True,
 ) -> Received | None:
     """PostgreSQL's one-statement path (``inbound_pg``): the stored message, or ``None`` when
     the reference path must run. Needs no session: the endpoint runs it on a bare connection
-    and commits."""
+    and commits. ``allow_new_sender=False`` leaves a first message to the reference path (a
+    sender who brings more than one identity)."""
     kind = await channel_kind(connection, tenant, channel_id)
     value = normalize(sender_kind, sender_value, region=tenant.default_region, field="sender.value")
     fast = await receive_in_one_statement(
@@ -137,6 +139,7 @@ async def receive_fast(
         attachments=attachments,
         sent_at=sent_at,
         moment=now(),
+        allow_new_sender=allow_new_sender,
     )
     if fast is None:
         return None
@@ -158,14 +161,25 @@ async def receive(
     attachments: list[dict[str, Any]],
     sent_at: datetime,
     try_fast: bool = True,
+    kind: str = "message",
+    data: dict[str, Any] | None = None,
+    identities: Sequence[tuple[str, str]] = (),
+    thread_refs: Sequence[str] = (),
 ) -> Received:
     """Store an inbound message on the customer's one conversation (idempotent).
 
     On PostgreSQL the one-statement path is tried first (unless the caller already did, with
     ``try_fast=False``); everything else takes the reference path below.
+
+    ``kind`` and ``data`` describe entries that are not plain messages (a call, a visit, an
+    email's headers). ``identities`` are more values the message proves belong to the sender
+    (a WhatsApp sender's phone number): they are resolved together, merging profiles that
+    held them apart. ``thread_refs`` are provider message ids this one answers (email
+    threading): the conversation holding one of them is joined, even if it was resolved.
     """
     connection = await session.connection()
-    if try_fast and connection.dialect.name == "postgresql":
+    plain = kind == "message" and data is None and not identities and not thread_refs
+    if try_fast and plain and connection.dialect.name == "postgresql":
         fast = await receive_fast(
             connection,
             tenant,
@@ -181,20 +195,39 @@ async def receive(
         if fast is not None:
             session.info["outbox_written"] = True
             return fast
-    kind = await channel_kind(connection, tenant, channel_id)
+    channel_kind_ = await channel_kind(connection, tenant, channel_id)
     value = normalize(sender_kind, sender_value, region=tenant.default_region, field="sender.value")
-    customer_id, new_customer = await customers.resolve_sender(
-        session, tenant, kind=sender_kind, value=value, name=sender_name, connection=connection
-    )
+    if identities:
+        resolved = await customers.identify(
+            session,
+            tenant,
+            identities=[(sender_kind, value), *identities],
+            name=sender_name,
+            reason="inbound",
+            field_prefix="sender.identities",
+        )
+        customer_id, new_customer = resolved.customer_id, resolved.created
+    else:
+        customer_id, new_customer = await customers.resolve_sender(
+            session, tenant, kind=sender_kind, value=value, name=sender_name, connection=connection
+        )
     moment = now()
-    conversation_id, state = await _conversation_for_inbound(
-        connection,
-        tenant,
-        customer_id=customer_id,
-        channel_id=channel_id,
-        moment=moment,
-        new_customer=new_customer,
-    )
+    threaded: tuple[str, dict[str, Any] | None] | None = None
+    if thread_refs:
+        threaded = await _thread_conversation(
+            connection, tenant, customer_id=customer_id, thread_refs=thread_refs
+        )
+    if threaded is not None:
+        conversation_id, state = threaded
+    else:
+        conversation_id, state = await _conversation_for_inbound(
+            connection,
+            tenant,
+            customer_id=customer_id,
+            channel_id=channel_id,
+            moment=moment,
+            new_customer=new_customer,
+        )
     message_id = new_id()
     inserted = await connection.execute(
         _store_message_once(connection.dialect.name),
@@ -209,6 +242,8 @@ async def receive(
             "author_user_id": None,
             "text": text,
             "attachments": attachments,
+            "kind": kind,
+            "data": data,
             "status": "received",
             "sent_at": sent_at,
             "created_at": moment,
@@ -244,11 +279,126 @@ async def receive(
             "conversation_id": conversation_id,
             "customer_id": customer_id,
             "channel_id": channel_id,
-            "channel_kind": kind,
+            "channel_kind": channel_kind_,
+            "kind": kind,
             "conversation": "new" if state is None else state["transition"],
         },
     )
     return Received(message_id, conversation_id, customer_id, duplicate=False)
+
+
+async def receive_committed(
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tenant: TenantContext,
+    *,
+    wakeup: Callable[[], None],
+    **message: Any,
+) -> Received:
+    """``receive`` in a transaction of its own, committed; a redelivery answers the first
+    delivery's ids. On PostgreSQL the commonest messages are stored by one statement on a
+    bare connection, and only the rest open a session for the reference path."""
+    fast = (
+        engine.dialect.name == "postgresql"
+        and message.get("kind", "message") == "message"
+        and message.get("data") is None
+        and not message.get("thread_refs")
+    )
+    duplicate = False
+    if fast:
+        async with engine.connect() as connection:
+            received: Received | None = None
+            try:
+                received = await receive_fast(
+                    connection,
+                    tenant,
+                    allow_new_sender=not message.get("identities"),
+                    **{key: message[key] for key in _FAST_FIELDS},
+                )
+            except DuplicateDelivery:
+                duplicate = True
+            await connection.commit()
+        if received is not None:
+            wakeup()
+            return received
+    async with sessionmaker() as session:
+        try:
+            if duplicate:
+                raise DuplicateDelivery(
+                    channel_id=message["channel_id"], external_id=message["external_id"]
+                )
+            received = await receive(session, tenant, try_fast=False, **message)
+            await session.commit()
+        except DuplicateDelivery as redelivery:
+            await session.rollback()
+            return await first_delivery(
+                session,
+                tenant,
+                channel_id=redelivery.channel_id,
+                external_id=redelivery.external_id,
+            )
+        except BaseException:
+            await session.rollback()
+            raise
+    if session.info.pop("outbox_written", False):
+        wakeup()
+    return received
+
+
+_FAST_FIELDS = (
+    "channel_id",
+    "external_id",
+    "sender_kind",
+    "sender_value",
+    "sender_name",
+    "text",
+    "attachments",
+    "sent_at",
+)
+
+
+async def _thread_conversation(
+    connection: AsyncConnection,
+    tenant: TenantContext,
+    *,
+    customer_id: str,
+    thread_refs: Sequence[str],
+) -> tuple[str, dict[str, Any]] | None:
+    """The customer's conversation holding a message this one answers, with its prior state.
+
+    A resolved one is reopened, however long ago it was resolved, unless the customer has
+    since started another active conversation: one active conversation per customer wins, and
+    the message joins that one instead (returns ``None``).
+    """
+    row = (
+        await connection.execute(
+            select(_CONVERSATIONS.c.id, _CONVERSATIONS.c.status, _CONVERSATIONS.c.channel_ids)
+            .join(_MESSAGES, _MESSAGES.c.conversation_id == _CONVERSATIONS.c.id)
+            .where(
+                _MESSAGES.c.tenant_id == tenant.id,
+                or_(
+                    _MESSAGES.c.external_id.in_(list(thread_refs)),
+                    _MESSAGES.c.id.in_(list(thread_refs)),
+                ),
+                _CONVERSATIONS.c.customer_id == customer_id,
+                _CONVERSATIONS.c.status != "merged",
+            )
+            .order_by(_MESSAGES.c.sent_at.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.status == "resolved":
+        active = (
+            await connection.execute(_ACTIVE_CONVERSATION, {"customer_id": customer_id})
+        ).first()
+        if active is not None:
+            return None
+        transition = "reopened"
+    else:
+        transition = "continued"
+    return row.id, {"channel_ids": list(row.channel_ids), "transition": transition}
 
 
 async def _conversation_for_inbound(
@@ -334,10 +484,13 @@ async def reply(
     channel_id: str | None,
     author_user_id: str | None,
     sent_at: datetime | None = None,
+    template: dict[str, Any] | None = None,
 ) -> Message:
     """An agent's reply, queued in the outbox on the right channel, or a private note.
 
-    ``sent_at`` is for importing history; a live reply is stamped now.
+    ``sent_at`` is for importing history; a live reply is stamped now. On WhatsApp a
+    free-form reply is refused once the customer's 24-hour service window has closed; an
+    approved ``template`` (name, language, parameters) can be sent at any time.
     """
     conversation = await get_conversation(session, tenant, conversation_id)
     if conversation.status == "merged":
@@ -365,6 +518,12 @@ async def reply(
         chosen_channel, address = await _reply_route(
             session, tenant, conversation=conversation, channel_id=channel_id
         )
+        if template is not None:
+            message.data = {"template": template}
+        elif sent_at is None and await channel_kind(session, tenant, chosen_channel) == "whatsapp":
+            await _check_whatsapp_window(
+                session, conversation=conversation, channel_id=chosen_channel, moment=moment
+            )
         message.direction, message.status = "outbound", "queued"
         message.channel_id, message.address = chosen_channel, address
         conversation.last_message_at = moment
@@ -385,6 +544,40 @@ async def reply(
         },
     )
     return message
+
+
+WHATSAPP_WINDOW = timedelta(hours=24)
+
+
+async def _check_whatsapp_window(
+    session: AsyncSession, *, conversation: Conversation, channel_id: str, moment: datetime
+) -> None:
+    """WhatsApp lets a business write freely only within 24 hours of the customer's last
+    message to that number; after that only approved templates go through."""
+    last = (
+        await session.execute(
+            select(func.max(Message.sent_at))
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(
+                Conversation.customer_id == conversation.customer_id,
+                Message.channel_id == channel_id,
+                Message.direction == "inbound",
+            )
+        )
+    ).scalar_one_or_none()
+    if last is not None and as_utc(last) > moment - WHATSAPP_WINDOW:
+        return
+    when = (
+        f"last wrote on WhatsApp at {as_utc(last):%Y-%m-%d %H:%M} UTC"
+        if last
+        else "has never written on WhatsApp"
+    )
+    raise Invalid(
+        f"WhatsApp's 24-hour customer service window is closed (the customer {when}): send an "
+        "approved template (template.name, template.language) or reply on another channel",
+        field="template",
+        code="whatsapp_window_closed",
+    )
 
 
 async def _reply_route(
