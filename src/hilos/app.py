@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hilos import __version__
 from hilos.channels.api import router as channels_router
 from hilos.channels.registry import load_adapters
+from hilos.channels.store import router as stores_router
 from hilos.channels.webhooks import router as webhooks_router
 from hilos.conversations.api import router as conversations_router
 from hilos.core.api import router as tenant_router
@@ -173,6 +174,7 @@ def create_app(
         tenant_router,
         channels_router,
         webhooks_router,
+        stores_router,
         customers_router,
         conversations_router,
         tracking_router,

@@ -32,14 +32,17 @@ async def add_configured_channel(
     return channel_id
 
 
-async def deliver(app: Any, handler: Any) -> dict[str, int]:
+async def deliver(app: Any, handler: Any, tenant: TenantHandle | None = None) -> dict[str, int]:
     """Run the delivery worker once against a fake provider (an ``httpx.MockTransport``
-    handler, or a fake object that is one)."""
+    handler, or a fake object that is one). Tests share one database, so a test that counts
+    what was sent names its tenant: other tests' replies are not its fake's business."""
     transport = (
         handler if isinstance(handler, httpx.AsyncBaseTransport) else httpx.MockTransport(handler)
     )
     async with httpx.AsyncClient(transport=transport) as http:
-        return await deliver_due(app.state.sessionmaker, http)
+        return await deliver_due(
+            app.state.sessionmaker, http, tenant_id=tenant.id if tenant else None
+        )
 
 
 async def messages(

@@ -352,7 +352,7 @@ async def test_a_reply_goes_out_through_the_graph_api_and_receipts_move_it_forwa
     queued = await reply(client, tenant, conversation_id, text="Llega mañana")
     assert queued.status_code == 201, queued.text
     provider = fake.FakeWhatsApp()
-    assert (await deliver(app, provider))["sent"] == 1
+    assert (await deliver(app, provider, tenant))["sent"] == 1
     assert provider.sent == [
         {
             "messaging_product": "whatsapp",
@@ -371,7 +371,7 @@ async def test_a_reply_goes_out_through_the_graph_api_and_receipts_move_it_forwa
         assert (await post_signed(client, channel_id, webhook)).status_code == 200
     [_, after] = await messages(client, tenant, conversation_id)
     assert after["status"] == "read"
-    assert (await deliver(app, provider))["sent"] == 0
+    assert (await deliver(app, provider, tenant))["sent"] == 0
     assert len(provider.sent) == 1
 
 
@@ -393,7 +393,7 @@ async def test_a_receipt_that_overtakes_the_send_answer_is_applied_afterwards(
         assert (await post_signed(client, channel_id, webhook)).status_code == 200
         return response
 
-    await deliver(app, answer_after_the_webhook)
+    await deliver(app, answer_after_the_webhook, tenant)
     [_, sent] = await messages(client, tenant, conversation_id)
     assert sent["status"] == "delivered"
 
@@ -406,7 +406,7 @@ async def test_a_failed_status_carries_metas_reason(
         client, tenant, channel_id, at=frozen_clock.now
     )
     await reply(client, tenant, conversation_id, text="Hola")
-    await deliver(app, fake.FakeWhatsApp())
+    await deliver(app, fake.FakeWhatsApp(), tenant)
     [_, sent] = await messages(client, tenant, conversation_id)
     error = {
         "code": 131047,
@@ -442,7 +442,7 @@ async def test_free_text_after_24_hours_is_refused_and_a_template_goes_out(
     accepted = await reply(client, tenant, conversation_id, template=template)
     assert accepted.status_code == 201, accepted.text
     provider = fake.FakeWhatsApp()
-    await deliver(app, provider)
+    await deliver(app, provider, tenant)
     assert provider.sent[-1]["type"] == "template"
     assert provider.sent[-1]["template"] == {
         "name": "pedido_enviado",
@@ -470,22 +470,27 @@ async def test_5xx_and_429_are_retried_with_backoff_and_a_4xx_fails_with_metas_w
     provider = fake.FakeWhatsApp()
     provider.fail_next(503, 2, "Service temporarily unavailable")
     provider.fail_next(429, 130429, "Rate limit hit", {"Retry-After": "120"})
-    assert (await deliver(app, provider))["retried"] == 1
+    assert (await deliver(app, provider, tenant))["retried"] == 1
     [_, waiting] = await messages(client, tenant, conversation_id)
     assert waiting["status"] == "queued"
     assert "Service temporarily unavailable" in waiting["error"]["message"]
-    assert (await deliver(app, provider)) == {"sent": 0, "retried": 0, "failed": 0, "expired": 0}
+    assert (await deliver(app, provider, tenant)) == {
+        "sent": 0,
+        "retried": 0,
+        "failed": 0,
+        "expired": 0,
+    }
     frozen_clock.advance(seconds=delivery.backoff(1, None) + 1)
-    assert (await deliver(app, provider))["retried"] == 1
+    assert (await deliver(app, provider, tenant))["retried"] == 1
     frozen_clock.advance(seconds=60)
-    assert (await deliver(app, provider))["sent"] == 0, "Retry-After: 120 is honoured"
+    assert (await deliver(app, provider, tenant))["sent"] == 0, "Retry-After: 120 is honoured"
     frozen_clock.advance(seconds=61)
-    assert (await deliver(app, provider))["sent"] == 1
+    assert (await deliver(app, provider, tenant))["sent"] == 1
     assert [m["text"]["body"] for m in provider.sent] == ["Uno"]
 
     await reply(client, tenant, conversation_id, text="Dos")
     provider.fail_next(400, 131026, "Message undeliverable")
-    assert (await deliver(app, provider))["failed"] == 1
+    assert (await deliver(app, provider, tenant))["failed"] == 1
     [*_, failed] = await messages(client, tenant, conversation_id)
     assert failed["status"] == "failed"
     assert "Message undeliverable" in failed["error"]["message"]
@@ -505,12 +510,12 @@ async def test_a_worker_that_dies_mid_send_never_sends_twice(
     await reply(client, tenant, conversation_id, text="¿Me oyes?")
     # A worker claims the reply and dies before recording what the provider answered.
     async with sessionmaker() as session, session.begin():
-        claimed = await delivery._claim(session, batch=50)
+        claimed = await delivery._claim(session, batch=50, tenant_id=tenant.id)
     assert [c.message_id for c in claimed]
     provider = fake.FakeWhatsApp()
-    assert (await deliver(app, provider))["sent"] == 0, "a live claim is left alone"
+    assert (await deliver(app, provider, tenant))["sent"] == 0, "a live claim is left alone"
     frozen_clock.advance(seconds=delivery.CLAIM_SECONDS + 1)
-    assert (await deliver(app, provider))["expired"] == 1
+    assert (await deliver(app, provider, tenant))["expired"] == 1
     assert provider.sent == []
     [_, message] = await messages(client, tenant, conversation_id)
     assert message["status"] == "failed"

@@ -65,15 +65,16 @@ class Claimed:
     attempts: int
 
 
-async def _expire_lapsed_claims(session: AsyncSession) -> int:
+async def _expire_lapsed_claims(session: AsyncSession, *, tenant_id: str | None) -> int:
     moment = now()
-    lapsed = (
-        await session.execute(
-            select(Message.id, Message.tenant_id, Message.conversation_id, Message.channel_id)
-            .where(Message.status == "sending", Message.next_attempt_at <= moment)
-            .limit(200)
-        )
-    ).all()
+    statement = (
+        select(Message.id, Message.tenant_id, Message.conversation_id, Message.channel_id)
+        .where(Message.status == "sending", Message.next_attempt_at <= moment)
+        .limit(200)
+    )
+    if tenant_id is not None:
+        statement = statement.where(Message.tenant_id == tenant_id)
+    lapsed = (await session.execute(statement)).all()
     error = {
         "code": "delivery_unknown",
         "message": "the worker stopped while sending; not retried so the customer does not "
@@ -99,7 +100,9 @@ async def _expire_lapsed_claims(session: AsyncSession) -> int:
     return len(lapsed)
 
 
-async def _claim(session: AsyncSession, *, batch: int) -> list[Claimed]:
+async def _claim(
+    session: AsyncSession, *, batch: int, tenant_id: str | None = None
+) -> list[Claimed]:
     moment = now()
     statement = (
         select(Message.id, Message.tenant_id, Message.channel_id, Message.delivery_attempts)
@@ -114,6 +117,8 @@ async def _claim(session: AsyncSession, *, batch: int) -> list[Claimed]:
         .order_by(Message.id)
         .limit(batch)
     )
+    if tenant_id is not None:
+        statement = statement.where(Message.tenant_id == tenant_id)
     if session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update(skip_locked=True, of=Message)
     rows = (await session.execute(statement)).all()
@@ -133,12 +138,16 @@ async def _claim(session: AsyncSession, *, batch: int) -> list[Claimed]:
 
 
 async def deliver_due(
-    sessionmaker: async_sessionmaker[AsyncSession], client: httpx.AsyncClient, *, batch: int = 50
+    sessionmaker: async_sessionmaker[AsyncSession],
+    client: httpx.AsyncClient,
+    *,
+    batch: int = 50,
+    tenant_id: str | None = None,
 ) -> dict[str, int]:
-    """Send every reply that is due; return counts (for tests and logs)."""
+    """Send every reply that is due (of one tenant, if given); return counts."""
     counts = {"sent": 0, "retried": 0, "failed": 0, "expired": 0}
     async with sessionmaker() as session, session.begin():
-        counts["expired"] = await _expire_lapsed_claims(session)
+        counts["expired"] = await _expire_lapsed_claims(session, tenant_id=tenant_id)
     limit = asyncio.Semaphore(SEND_CONCURRENCY)
 
     async def one(item: Claimed) -> str:
@@ -147,7 +156,7 @@ async def deliver_due(
 
     while True:
         async with sessionmaker() as session, session.begin():
-            claimed = await _claim(session, batch=batch)
+            claimed = await _claim(session, batch=batch, tenant_id=tenant_id)
         if not claimed:
             return counts
 

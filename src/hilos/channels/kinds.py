@@ -29,7 +29,8 @@ CHANNEL_KINDS: tuple[str, ...] = (
     "api",
 )
 
-# In order of preference. A store is a place, not an address: a reply cannot be sent "on" it.
+# In order of preference. A store is a place, not an address, and a phone line carries calls,
+# not written replies: neither can be chosen for a reply (an agent returns a call by calling).
 REPLY_IDENTITY_KINDS: dict[str, tuple[str, ...]] = {
     "web_chat": ("anonymous", "external", "email"),
     "email": ("email",),
@@ -38,7 +39,7 @@ REPLY_IDENTITY_KINDS: dict[str, tuple[str, ...]] = {
     "instagram": ("instagram",),
     "telegram": ("telegram",),
     "sms": ("phone", "whatsapp"),
-    "phone": ("phone", "whatsapp"),
+    "phone": (),
     "store": (),
     "api": ("external", "email", "phone", "anonymous"),
 }

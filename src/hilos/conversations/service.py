@@ -592,18 +592,28 @@ async def _reply_route(
     By default the channel of the latest inbound message, to the address the customer wrote
     from; a chosen channel needs an identity of a kind that channel can deliver to.
     """
-    latest_inbound = (
+    recent_inbound = (
         await session.execute(
             select(Message.channel_id, Message.address)
             .where(Message.conversation_id == conversation.id, Message.direction == "inbound")
             .order_by(Message.sent_at.desc(), Message.id.desc())
-            .limit(1)
+            .limit(20)
         )
-    ).first()
+    ).all()
+    # A store visit or a phone call is not somewhere a written reply can go: by default the
+    # reply follows the customer's latest message on a channel that can carry one.
+    latest_inbound = None
+    for candidate in recent_inbound:
+        if candidate.channel_id is None:
+            continue
+        if REPLY_IDENTITY_KINDS[await channel_kind(session, tenant, candidate.channel_id)]:
+            latest_inbound = candidate
+            break
     if channel_id is None:
-        if latest_inbound is None or latest_inbound.channel_id is None:
+        if latest_inbound is None:
             raise Invalid(
-                "the conversation has no inbound message to answer; choose a channel_id",
+                "the conversation has no inbound message on a channel a reply can go to; "
+                "choose a channel_id",
                 field="channel_id",
             )
         channel_id = latest_inbound.channel_id

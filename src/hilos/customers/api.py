@@ -135,13 +135,15 @@ async def customer_360(
     ] + [
         TimelineItem(
             id=m.id,
-            type="message",
+            # A call or a store visit is an entry of the conversation too, shown as what it is.
+            type="message" if m.kind == "message" else m.kind,
             name=m.direction,
             occurred_at=m.sent_at,
             channel_kind=kind,
             conversation_id=m.conversation_id,
             direction=m.direction,
             text=m.text,
+            properties=m.data or {},
         )
         for m, kind in messages
     ]
