@@ -443,8 +443,8 @@ async def test_free_text_after_24_hours_is_refused_and_a_template_goes_out(
     assert accepted.status_code == 201, accepted.text
     provider = fake.FakeWhatsApp()
     await deliver(app, provider, tenant)
-    assert provider.sent[-1]["type"] == "template"
-    assert provider.sent[-1]["template"] == {
+    [sent_template] = [m for m in provider.sent if m["type"] == "template"]
+    assert sent_template["template"] == {
         "name": "pedido_enviado",
         "language": {"code": "es"},
         "components": [
@@ -540,3 +540,35 @@ async def test_another_providers_path_or_an_unknown_channel_is_404(
     )
     assert disabled.status_code == 200
     assert (await post_signed(client, channel_id, payload)).status_code == 404
+
+
+async def test_a_known_sender_without_the_phone_identity_gets_it_linked(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    channel_id = await whatsapp_channel(client, tenant)
+    # Known on WhatsApp only (an import through the generic API), with an open conversation.
+    earlier = await client.post(
+        "/v1/messages/inbound",
+        json={
+            "channel_id": channel_id,
+            "external_id": "import-1",
+            "text": "Hola",
+            "sender": {"kind": "whatsapp", "value": "+34655443322"},
+        },
+        headers=tenant.headers,
+    )
+    assert earlier.status_code == 200, earlier.text
+    also_phone = await identify(
+        client, tenant, ("phone", "+34655443322"), ("email", "x@example.org")
+    )
+    assert also_phone["customer_id"] != earlier.json()["customer_id"]
+    webhook = fake.text_webhook(
+        wa_id="34655443322", wamid="wamid.K1", text="Sigo aquí", timestamp=1_763_805_600
+    )
+    stored = (await post_signed(client, channel_id, webhook)).json()["messages"][0]
+    survivor = stored["customer_id"]
+    assert stored["conversation_id"] == earlier.json()["conversation_id"]
+    profile = (await client.get(f"/v1/customers/{survivor}", headers=tenant.headers)).json()
+    assert {("phone", "+34655443322"), ("email", "x@example.org")} <= {
+        (i["kind"], i["value"]) for i in profile["identities"]
+    }

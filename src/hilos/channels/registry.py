@@ -13,7 +13,11 @@ from hilos.channels.base import Adapter, ChannelInfo
 from hilos.channels.kinds import provider_of
 
 # One module per provider, in hilos.channels.
-ADAPTER_MODULES: tuple[str, ...] = ("whatsapp",)
+ADAPTER_MODULES: tuple[str, ...] = (
+    "whatsapp",
+    "meta",
+    "telegram",
+)
 
 _BY_PATH: dict[str, Adapter] = {}
 _BY_ROUTE: dict[tuple[str, str | None], Adapter] = {}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,6 +79,18 @@ WITH conv AS (
     JOIN conversations AS c ON c.customer_id = i.customer_id
     WHERE i.tenant_id = :tenant_id AND i.kind = :kind AND i.value = :value
       AND c.status IN ('open', 'pending', 'snoozed')
+      -- Every other identity the message proves must already be this customer's; if one is
+      -- new or someone else's, resolution (and maybe a merge) is the reference path's job.
+      AND NOT EXISTS (
+          SELECT 1
+          FROM unnest(CAST(:extra_kinds AS varchar[]), CAST(:extra_values AS varchar[]))
+              AS extra(kind, value)
+          WHERE NOT EXISTS (
+              SELECT 1 FROM identities AS j
+              WHERE j.tenant_id = CAST(:tenant_id AS varchar) AND j.kind = extra.kind
+                AND j.value = extra.value AND j.customer_id = c.customer_id
+          )
+      )
 ),
 """
     + _STORE_MESSAGE_WRITE_EVENT
@@ -183,6 +196,7 @@ async def receive_in_one_statement(
     sent_at: datetime,
     moment: datetime,
     allow_new_sender: bool = True,
+    extra_identities: Sequence[tuple[str, str]] = (),
 ) -> FastReceipt | None:
     """Store the message if its sender is known with an active conversation, or is new (unless
     ``allow_new_sender`` is false); ``None`` (nothing written) for every other case."""
@@ -201,12 +215,14 @@ async def receive_in_one_statement(
         "now": moment,
         "event_id": new_id(),
         "transition": "continued",
+        "extra_kinds": [kind for kind, _ in extra_identities],
+        "extra_values": [value for _, value in extra_identities],
     }
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
     statement, parameters = _KNOWN_SENDER
     row = await driver.fetchrow(statement, *(values[name] for name in parameters))
-    if row is None and allow_new_sender:
+    if row is None and allow_new_sender and not extra_identities:
         values.update(
             identity_id=new_id(),
             customer_id=new_id(),

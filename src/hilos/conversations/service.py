@@ -119,11 +119,13 @@ async def receive_fast(
     attachments: list[dict[str, Any]],
     sent_at: datetime,
     allow_new_sender: bool = True,
+    identities: Sequence[tuple[str, str]] = (),
 ) -> Received | None:
     """PostgreSQL's one-statement path (``inbound_pg``): the stored message, or ``None`` when
     the reference path must run. Needs no session: the endpoint runs it on a bare connection
-    and commits. ``allow_new_sender=False`` leaves a first message to the reference path (a
-    sender who brings more than one identity)."""
+    and commits. ``allow_new_sender=False`` leaves a first message to the reference path.
+    ``identities`` (normalized) must all be the known sender's already, else it returns
+    ``None``: linking them, and any merge, is the reference path's work."""
     kind = await channel_kind(connection, tenant, channel_id)
     value = normalize(sender_kind, sender_value, region=tenant.default_region, field="sender.value")
     fast = await receive_in_one_statement(
@@ -140,6 +142,7 @@ async def receive_fast(
         sent_at=sent_at,
         moment=now(),
         allow_new_sender=allow_new_sender,
+        extra_identities=identities,
     )
     if fast is None:
         return None
@@ -313,6 +316,7 @@ async def receive_committed(
                     connection,
                     tenant,
                     allow_new_sender=not message.get("identities"),
+                    identities=message.get("identities") or (),
                     **{key: message[key] for key in _FAST_FIELDS},
                 )
             except DuplicateDelivery:
