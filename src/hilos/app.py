@@ -23,8 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hilos import __version__
 from hilos.channels.api import router as channels_router
+from hilos.channels.files_api import router as files_router
 from hilos.channels.registry import load_adapters
+from hilos.channels.smtp_server import serve_smtp
 from hilos.channels.store import router as stores_router
+from hilos.channels.webchat_api import router as webchat_router
 from hilos.channels.webhooks import router as webhooks_router
 from hilos.conversations.api import router as conversations_router
 from hilos.core.api import router as tenant_router
@@ -35,6 +38,7 @@ from hilos.core.errors import HilosError
 from hilos.core.logging import RequestIdMiddleware
 from hilos.core.settings import Settings
 from hilos.customers.api import router as customers_router
+from hilos.tasks.api import router as tasks_router
 from hilos.tracking.api import router as tracking_router
 from hilos.web.console import ConsoleError, render_console_error, static_files
 from hilos.web.console import router as console_router
@@ -112,6 +116,7 @@ def create_app(
     engine: AsyncEngine | None = None,
     bus: Bus | None = None,
     run_worker: bool = False,
+    run_smtp: bool = False,
 ) -> FastAPI:
     own_engine = engine is None
     engine = engine or make_engine(settings.database_url, pool_size=settings.database_pool_size)
@@ -123,9 +128,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await bus.start()
         task = asyncio.create_task(worker.run_forever()) if run_worker else None
+        smtp = await serve_smtp(settings, engine, sessionmaker, worker.wake) if run_smtp else None
         try:
             yield
         finally:
+            if smtp is not None:
+                await smtp.close()
             if task is not None:
                 worker.stop()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -174,10 +182,13 @@ def create_app(
         tenant_router,
         channels_router,
         webhooks_router,
+        webchat_router,
+        files_router,
         stores_router,
         customers_router,
         conversations_router,
         tracking_router,
+        tasks_router,
         console_router,
     ):
         app.include_router(router)

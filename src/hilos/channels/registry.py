@@ -17,6 +17,10 @@ ADAPTER_MODULES: tuple[str, ...] = (
     "whatsapp",
     "meta",
     "telegram",
+    "twilio",
+    "voice",
+    "email",
+    "webchat",
 )
 
 _BY_PATH: dict[str, Adapter] = {}
