@@ -27,7 +27,6 @@ from hilos.channels.files_api import router as files_router
 from hilos.channels.registry import load_adapters
 from hilos.channels.smtp_server import serve_smtp
 from hilos.channels.store import router as stores_router
-from hilos.channels.webchat_api import router as webchat_router
 from hilos.channels.webhooks import router as webhooks_router
 from hilos.conversations.api import router as conversations_router
 from hilos.core.api import router as tenant_router
@@ -182,13 +181,12 @@ def create_app(
         tenant_router,
         channels_router,
         webhooks_router,
-        webchat_router,
         files_router,
         stores_router,
         customers_router,
         conversations_router,
-        tracking_router,
         tasks_router,
+        tracking_router,
         console_router,
     ):
         app.include_router(router)

@@ -10,4 +10,8 @@ from hilos.core.settings import get_settings
 
 _settings = get_settings()
 configure_logging(level=_settings.log_level, json_lines=_settings.log_json)
-app = create_app(_settings, run_worker=os.environ.get("HILOS_RUN_WORKER") == "1")
+app = create_app(
+    _settings,
+    run_worker=os.environ.get("HILOS_RUN_WORKER") == "1",
+    run_smtp=os.environ.get("HILOS_RUN_SMTP") == "1",
+)

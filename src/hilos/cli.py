@@ -46,8 +46,16 @@ def serve(
             help="Run the background worker in this process (default: on SQLite only).",
         ),
     ] = None,
+    smtp: Annotated[
+        bool,
+        typer.Option(
+            "--smtp/--no-smtp",
+            help="Receive email for email channels on HILOS_SMTP_HOST:HILOS_SMTP_PORT.",
+        ),
+    ] = True,
 ) -> None:
-    """Serve the API and console (on SQLite, migrate first and run the worker in-process)."""
+    """Serve the API and console (on SQLite, migrate first and run the worker in-process),
+    and the inbound SMTP server."""
     import uvicorn
 
     from hilos.core.logging import configure_logging
@@ -62,12 +70,13 @@ def serve(
     if workers == 1:
         from hilos.app import create_app
 
-        application = create_app(settings, run_worker=run_worker)
+        application = create_app(settings, run_worker=run_worker, run_smtp=smtp)
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
     else:
         import os
 
         os.environ["HILOS_RUN_WORKER"] = "1" if run_worker else "0"
+        os.environ["HILOS_RUN_SMTP"] = "1" if smtp else "0"
         uvicorn.run(
             "hilos.asgi:app",
             host=host,

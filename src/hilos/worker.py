@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos.channels.delivery import deliver_due
+from hilos.channels.imap import poll_mailboxes
 from hilos.channels.registry import load_adapters
 from hilos.conversations.service import wake_snoozed
 from hilos.core.bus import Bus
@@ -57,6 +58,11 @@ class Worker:
         """Do everything that is due now; return what was done (for tests and logs)."""
         async with self.sessionmaker() as session, session.begin():
             woken = await wake_snoozed(session)
+        try:
+            mail_read = await poll_mailboxes(self.sessionmaker, wakeup=self.wake)
+        except Exception:  # a mailbox's trouble must not hold up replies and events
+            log.exception("worker.imap_failed")
+            mail_read = 0
         delivered = await deliver_due(self.sessionmaker, self.http_client())
         published = 0
         while True:
@@ -64,7 +70,7 @@ class Worker:
             published += batch
             if batch == 0:
                 break
-        return {"published": published, "woken": woken, **delivered}
+        return {"published": published, "woken": woken, "mail_read": mail_read, **delivered}
 
     async def run_forever(self) -> None:
         log.info("worker.started")

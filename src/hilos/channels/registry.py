@@ -20,7 +20,6 @@ ADAPTER_MODULES: tuple[str, ...] = (
     "twilio",
     "voice",
     "email",
-    "webchat",
 )
 
 _BY_PATH: dict[str, Adapter] = {}

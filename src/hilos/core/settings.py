@@ -16,6 +16,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///hilos.db"
     bus_url: str = "memory://"
+    # The inbound SMTP server that `hilos serve` runs (mail to email channels' addresses).
+    # Loopback by default: expose it (0.0.0.0) or relay to it from the MX deliberately.
+    smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
     base_url: str = "http://127.0.0.1:8000"
     log_level: str = "info"
