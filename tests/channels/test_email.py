@@ -26,7 +26,7 @@ from tests.channels.email_fakes import (
 )
 from tests.conftest import TenantHandle
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "provider-samples"
+SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE = (SAMPLES / "email-reply.eml").read_bytes()
 SAMPLE_ID = "<CAB4q2+rosa.88213@mail.example.org>"
 CUSTOMER = "rosa.navarro@example.org"

@@ -17,7 +17,7 @@ from tests.channels.conftest import add_configured_channel, messages
 from tests.channels.email_fakes import Mailbox, email_bytes, unique_address
 from tests.conftest import TenantHandle
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "provider-samples"
+SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE = (SAMPLES / "email-reply.eml").read_bytes()
 
 

@@ -21,7 +21,7 @@ from tests.channels import fake_meta_send as fake
 from tests.channels.conftest import add_configured_channel, deliver, messages
 from tests.conftest import TenantHandle
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "provider-samples"
+SAMPLES = Path(__file__).resolve().parent / "samples"
 PSID = "7310247185942311"
 IGSID = "6843125579023456"
 # (path and channel kind, webhook object, the sender id in the samples, its channel config)

@@ -26,7 +26,7 @@ from tests.channels.conftest import add_configured_channel, messages
 from tests.channels.email_fakes import email_bytes, inbound_server, send_mail, unique_address
 from tests.conftest import TenantHandle
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "provider-samples"
+SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE = (SAMPLES / "email-reply.eml").read_bytes()
 SAMPLE_ID = "<CAB4q2+rosa.88213@mail.example.org>"
 TICKET_JPG = base64.b64decode(

@@ -21,7 +21,7 @@ from tests.channels import fake_telegram as fake
 from tests.channels.conftest import add_configured_channel, deliver, messages
 from tests.conftest import TenantHandle, identify
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "provider-samples"
+SAMPLES = Path(__file__).resolve().parent / "samples"
 USER_ID = "918273645"
 
 

@@ -24,7 +24,7 @@ from tests.channels import fake_twilio as fake
 from tests.channels.conftest import add_configured_channel, deliver, messages
 from tests.conftest import TenantHandle, identify
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "provider-samples"
+SAMPLES = Path(__file__).resolve().parent / "samples"
 PUBLIC_URL = "https://hilos.example.com"
 
 
