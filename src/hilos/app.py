@@ -27,6 +27,7 @@ from hilos.channels.files_api import router as files_router
 from hilos.channels.registry import load_adapters
 from hilos.channels.smtp_server import serve_smtp
 from hilos.channels.store import router as stores_router
+from hilos.channels.webchat_api import router as webchat_router
 from hilos.channels.webhooks import router as webhooks_router
 from hilos.conversations.api import router as conversations_router
 from hilos.core.api import router as tenant_router
@@ -137,6 +138,11 @@ def create_app(
                 worker.stop()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # The web chat's live push (created on the first visitor's socket) has its own
+            # subscription to the bus.
+            hub = getattr(app.state, "webchat_hub", None)
+            if hub is not None:
+                await hub.close()
             await bus.close()
             if own_engine:
                 await engine.dispose()
@@ -181,6 +187,7 @@ def create_app(
         tenant_router,
         channels_router,
         webhooks_router,
+        webchat_router,
         files_router,
         stores_router,
         customers_router,

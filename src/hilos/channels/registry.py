@@ -20,6 +20,7 @@ ADAPTER_MODULES: tuple[str, ...] = (
     "twilio",
     "voice",
     "email",
+    "webchat",
 )
 
 _BY_PATH: dict[str, Adapter] = {}
