@@ -10,10 +10,12 @@ other statements it joins their transaction.
 
 Known sender: find the active conversation through the identity, insert the message (``ON
 CONFLICT DO NOTHING``: the idempotency check), bring the conversation up to date, write the
-``message.received`` event. New sender: link the identity (``ON CONFLICT DO NOTHING``: a
-concurrent first message wins), create the customer and the conversation, insert the message
-and the event; foreign keys are checked at the end of the statement, so the order of the CTEs
-does not matter to them. Both read and write other domains' tables (``identities``,
+``message.received`` event; other identities the message proves (a WhatsApp sender's phone)
+must already be the same customer's. New sender: link the identity and the others the message
+proves, if none of them is anyone's or blocked (``ON CONFLICT DO NOTHING``: a concurrent first
+message wins), create the customer and the conversation, insert the message and the event;
+foreign keys are checked at the end of the statement, so the order of the CTEs does not
+matter to them. Both read and write other domains' tables (``identities``,
 ``customers``, ``outbox_events``): the one place that does, kept in step with the reference by
 running the same test suite on PostgreSQL.
 
@@ -126,9 +128,36 @@ WITH link AS (
         WHERE tenant_id = CAST(:tenant_id AS varchar)
           AND channel_id = CAST(:channel_id AS varchar)
           AND external_id = CAST(:external_id AS varchar)
+    ) AND NOT EXISTS (
+        -- The other identities the message proves must be nobody's yet, and not blocked.
+        SELECT 1
+        FROM unnest(CAST(:extra_kinds AS varchar[]), CAST(:extra_values AS varchar[]))
+            AS extra(kind, value)
+        WHERE EXISTS (
+            SELECT 1 FROM identities AS j
+            WHERE j.tenant_id = CAST(:tenant_id AS varchar) AND j.kind = extra.kind
+              AND j.value = extra.value
+        ) OR EXISTS (
+            SELECT 1 FROM blocked_values AS b
+            WHERE b.tenant_id = CAST(:tenant_id AS varchar) AND b.kind = extra.kind
+              AND b.value = extra.value
+        )
     )
     ON CONFLICT (tenant_id, kind, value) DO NOTHING
     RETURNING customer_id
+),
+extra_link AS (
+    -- A concurrent first message that links one of these values first wins it; the next
+    -- message from this sender then finds it elsewhere and resolution merges the two.
+    INSERT INTO identities (id, tenant_id, customer_id, kind, value, created_at)
+    SELECT extra.id, :tenant_id, link.customer_id, extra.kind, extra.value, :now
+    FROM link, unnest(
+        CAST(:extra_ids AS varchar[]),
+        CAST(:extra_kinds AS varchar[]),
+        CAST(:extra_values AS varchar[])
+    ) AS extra(id, kind, value)
+    ON CONFLICT (tenant_id, kind, value) DO NOTHING
+    RETURNING id
 ),
 customer AS (
     INSERT INTO customers (
@@ -222,8 +251,9 @@ async def receive_in_one_statement(
     driver: Any = raw.driver_connection
     statement, parameters = _KNOWN_SENDER
     row = await driver.fetchrow(statement, *(values[name] for name in parameters))
-    if row is None and allow_new_sender and not extra_identities:
+    if row is None and allow_new_sender:
         values.update(
+            extra_ids=[new_id() for _ in extra_identities],
             identity_id=new_id(),
             customer_id=new_id(),
             conversation_id=new_id(),

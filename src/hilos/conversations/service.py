@@ -315,7 +315,6 @@ async def receive_committed(
                 received = await receive_fast(
                     connection,
                     tenant,
-                    allow_new_sender=not message.get("identities"),
                     identities=message.get("identities") or (),
                     **{key: message[key] for key in _FAST_FIELDS},
                 )
