@@ -455,8 +455,12 @@ class Connection:
         lines = [f"Host: {LOOPBACK}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
         return cls(reader, writer, ("\r\n".join(lines) + "\r\n").encode())
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        head = f"{method} {path} HTTP/1.1\r\n".encode() + self.prefix
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: bytes = b""
+    ) -> tuple[int, bytes]:
+        """``headers``: more header lines for this request only, encoded, each ending in CRLF
+        (``header_lines``), such as a signature of this body."""
+        head = f"{method} {path} HTTP/1.1\r\n".encode() + self.prefix + headers
         if body or method != "GET":
             head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
         self.writer.write(head + b"\r\n" + body)
@@ -493,13 +497,21 @@ async def call_json(
     return status, json.loads(raw) if raw else None
 
 
+def header_lines(headers: Mapping[str, str]) -> bytes:
+    """Header lines for ``Connection.request`` (encoded once, when the calls are planned)."""
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One planned request: what to send, and a tag to count answers by (e.g. "redelivery")."""
+    """One planned request: what to send, and a tag to count answers by (e.g. "redelivery").
+    ``headers`` are this request's own header lines (``header_lines``), sent after the
+    connection's."""
 
     path: str
     body: bytes
     tag: str = ""
+    headers: bytes = b""
 
 
 @dataclass
@@ -583,7 +595,8 @@ async def run_load(
                 sent = time.perf_counter()
                 try:
                     status, body = await asyncio.wait_for(
-                        connection.request("POST", call.path, call.body), request_timeout
+                        connection.request("POST", call.path, call.body, call.headers),
+                        request_timeout,
                     )
                 except (OSError, asyncio.IncompleteReadError, TimeoutError, RuntimeError) as error:
                     result.errors += 1
