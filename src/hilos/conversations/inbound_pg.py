@@ -83,15 +83,18 @@ WITH conv AS (
       AND c.status IN ('open', 'pending', 'snoozed')
       -- Every other identity the message proves must already be this customer's; if one is
       -- new or someone else's, resolution (and maybe a merge) is the reference path's job.
+      -- (LATERAL ... LIMIT 1: one index probe per value, whatever plan PostgreSQL caches.)
       AND NOT EXISTS (
           SELECT 1
           FROM unnest(CAST(:extra_kinds AS varchar[]), CAST(:extra_values AS varchar[]))
               AS extra(kind, value)
-          WHERE NOT EXISTS (
-              SELECT 1 FROM identities AS j
+          LEFT JOIN LATERAL (
+              SELECT j.customer_id FROM identities AS j
               WHERE j.tenant_id = CAST(:tenant_id AS varchar) AND j.kind = extra.kind
-                AND j.value = extra.value AND j.customer_id = c.customer_id
-          )
+                AND j.value = extra.value
+              LIMIT 1
+          ) AS owner ON true
+          WHERE owner.customer_id IS DISTINCT FROM c.customer_id
       )
 ),
 """
@@ -130,18 +133,21 @@ WITH link AS (
           AND external_id = CAST(:external_id AS varchar)
     ) AND NOT EXISTS (
         -- The other identities the message proves must be nobody's yet, and not blocked.
+        -- LATERAL ... LIMIT 1 keeps these one index probe per value: as a join, PostgreSQL's
+        -- generic plan may hash every identity of the tenant on each call instead.
         SELECT 1
         FROM unnest(CAST(:extra_kinds AS varchar[]), CAST(:extra_values AS varchar[]))
             AS extra(kind, value)
-        WHERE EXISTS (
+        CROSS JOIN LATERAL (
             SELECT 1 FROM identities AS j
             WHERE j.tenant_id = CAST(:tenant_id AS varchar) AND j.kind = extra.kind
               AND j.value = extra.value
-        ) OR EXISTS (
+            UNION ALL
             SELECT 1 FROM blocked_values AS b
             WHERE b.tenant_id = CAST(:tenant_id AS varchar) AND b.kind = extra.kind
               AND b.value = extra.value
-        )
+            LIMIT 1
+        ) AS taken
     )
     ON CONFLICT (tenant_id, kind, value) DO NOTHING
     RETURNING customer_id
