@@ -352,8 +352,6 @@ async def test_echoes_watermarks_and_other_events_are_acknowledged_and_not_store
     }
     payloads = [
         webhook(network, echo),
-        webhook(network, fake.event(sender, 1, read={"watermark": 1763805600000})),
-        webhook(network, fake.event(sender, 1, delivery={"watermark": 1763805600000})),
         webhook(network, fake.event(sender, 1, optin={"ref": "landing"})),
         webhook(network, fake.event(sender, 1, message={"mid": "m_del", "is_deleted": True})),
         {"object": NETWORKS[network][0], "entry": [{"id": "1", "time": 1, "changes": []}]},
@@ -364,6 +362,16 @@ async def test_echoes_watermarks_and_other_events_are_acknowledged_and_not_store
         assert response.status_code == 200, response.text
         assert response.json()["ignored"], payload
         assert response.json()["messages"] == []
+    # A watermark covering nothing Hilos sent is acknowledged and changes nothing.
+    for watermark in (
+        {"read": {"watermark": 1763805600000}},
+        {"delivery": {"watermark": 1763805600000}},
+    ):
+        response = await post_signed(
+            client, network, channel_id, webhook(network, fake.event(sender, 1, **watermark))
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["receipts"] == 0
     assert await stored_messages(sessionmaker, channel_id) == 0
 
 
@@ -464,18 +472,25 @@ async def test_delivery_and_read_receipts_move_a_reply_forward_only(
     assert response.json()["receipts"] == 1
     [_, after] = await messages(client, tenant, conversation_id)
     assert after["status"] == "delivered"
-    # Instagram names the message read; Messenger only sends a watermark, which is ignored.
-    read = {"mid": mid} if network == "instagram" else {"watermark": 1763805800000}
+    # Instagram names the message read; Messenger sends a watermark: "all you sent me until
+    # this moment". One from before the reply was sent does not cover it; a later one does.
+    sent_at_ms = int(frozen_clock.now.timestamp() * 1000)
+    if network == "messenger":
+        early = fake.event(sender, sent_at_ms - 60_000, read={"watermark": sent_at_ms - 60_000})
+        response = await post_signed(client, network, channel_id, webhook(network, early))
+        assert response.json()["receipts"] == 0
+    read = {"mid": mid} if network == "instagram" else {"watermark": sent_at_ms + 60_000}
     response = await post_signed(
-        client, network, channel_id, webhook(network, fake.event(sender, 1763805800000, read=read))
+        client, network, channel_id, webhook(network, fake.event(sender, sent_at_ms, read=read))
     )
     assert response.status_code == 200
+    assert response.json()["receipts"] == 1
     [_, after] = await messages(client, tenant, conversation_id)
-    assert after["status"] == ("read" if network == "instagram" else "delivered")
+    assert after["status"] == "read"
     # A late "delivered" never undoes "read".
     await post_signed(client, network, channel_id, webhook(network, delivered))
     [_, after] = await messages(client, tenant, conversation_id)
-    assert after["status"] == ("read" if network == "instagram" else "delivered")
+    assert after["status"] == "read"
 
 
 async def test_a_receipt_that_overtakes_the_send_answer_is_applied_afterwards(

@@ -90,6 +90,20 @@ class Receipt:
 
 
 @dataclass(slots=True)
+class WatermarkReceipt:
+    """Everything sent to one recipient on this channel up to a moment reached ``status``.
+
+    Messenger's read events (and old clients' delivery events) name a moment, not messages;
+    ``channels.ingest`` turns the watermark into receipts for the replies it covers.
+    """
+
+    recipient_kind: str
+    recipient_value: str
+    status: str
+    watermark: datetime
+
+
+@dataclass(slots=True)
 class CallEvent:
     """Something that happened to a phone call."""
 
@@ -113,7 +127,7 @@ class Ignored:
     reason: str
 
 
-Item = Inbound | Receipt | CallEvent | Ignored
+Item = Inbound | Receipt | WatermarkReceipt | CallEvent | Ignored
 
 
 @dataclass(frozen=True, slots=True)

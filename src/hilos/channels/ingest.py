@@ -15,7 +15,16 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from hilos.channels.base import BadPayload, CallEvent, ChannelInfo, Ignored, Inbound, Item, Receipt
+from hilos.channels.base import (
+    BadPayload,
+    CallEvent,
+    ChannelInfo,
+    Ignored,
+    Inbound,
+    Item,
+    Receipt,
+    WatermarkReceipt,
+)
 from hilos.conversations import receipts
 from hilos.conversations.service import receive_committed
 from hilos.core.errors import Invalid
@@ -113,6 +122,18 @@ async def store(
                     error=item.error,
                 )
             stored.receipts += 1
+            wakeup()
+        elif isinstance(item, WatermarkReceipt):
+            async with sessionmaker() as session, session.begin():
+                stored.receipts += await receipts.record_watermark(
+                    session,
+                    tenant,
+                    channel_id=channel.id,
+                    recipient_kind=item.recipient_kind,
+                    recipient_value=item.recipient_value,
+                    status=item.status,
+                    watermark=item.watermark,
+                )
             wakeup()
         elif isinstance(item, CallEvent):
             from hilos.channels import calls  # type: ignore[attr-defined,unused-ignore]

@@ -19,9 +19,8 @@ Instagram-scoped id, ``instagram`` identity) with a ``timestamp`` in millisecond
   message (``read.mid``): a "read" receipt for it.
 - Messenger's ``read`` (and a ``delivery`` from old clients without ``mids``) only carries a
   *watermark*: "everything sent before this moment was read". Adapters never read the
-  database, so they cannot turn a watermark into message ids; these events are acknowledged
-  and logged as ignored, and a Messenger reply stops at "delivered". Applying watermarks
-  would need a receipt item that names a conversation and a moment instead of a message id.
+  database, so it becomes a ``WatermarkReceipt`` for the sender, and ingest turns it into a
+  receipt for each reply sent to them on this channel by that moment.
 
 Sending: ``POST {api_base_url}/{page_id}/messages`` with the Page access token as a bearer
 token (the Graph API takes it there as well as in ``access_token``; a header keeps it out of
@@ -53,6 +52,7 @@ from hilos.channels.base import (
     SendError,
     Sent,
     TemporaryFailure,
+    WatermarkReceipt,
     WebhookRequest,
     raise_for_provider,
 )
@@ -278,7 +278,7 @@ class MetaMessaging:
             raise BadPayload("messaging[].delivery must be an object")
         mids = delivery.get("mids")
         if not mids:
-            return [Ignored("delivery watermark without message ids")]
+            return self._watermark(event, delivery, "delivered")
         if not isinstance(mids, list):
             raise BadPayload("delivery.mids must be a list")
         moment = event.get("timestamp") or delivery.get("watermark")
@@ -293,13 +293,29 @@ class MetaMessaging:
         if not isinstance(read, dict):
             raise BadPayload("messaging[].read must be an object")
         if not read.get("mid"):
-            return [Ignored("read watermark without a message id")]
+            return self._watermark(event, read, "read")
         moment = event.get("timestamp") or read.get("watermark")
         return [
             Receipt(
                 external_id=str(read["mid"]),
                 status="read",
                 occurred_at=millis(moment, where="messaging[].read"),
+            )
+        ]
+
+    def _watermark(self, event: dict[str, Any], report: dict[str, Any], status: str) -> list[Item]:
+        """Messenger's "everything sent to me before this moment": the replies it covers are
+        found when it is stored (``receipts.record_watermark``)."""
+        sender_id = (event.get("sender") or {}).get("id")
+        if not sender_id or report.get("watermark") is None:
+            return [Ignored(f"{status} event without a message id or a watermark")]
+        watermark = millis(report["watermark"], where=f"messaging[].{status}.watermark")
+        return [
+            WatermarkReceipt(
+                recipient_kind=self.identity,
+                recipient_value=str(sender_id),
+                status=status,
+                watermark=watermark,
             )
         ]
 

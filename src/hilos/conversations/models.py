@@ -26,6 +26,8 @@ class Conversation(Base):
             sqlite_where=text(ACTIVE_PREDICATE),
         ),
         Index("ix_conversations_tenant_last_message", "tenant_id", "last_message_at"),
+        # Every conversation of a customer, active or not (merges, receipts, the 360° view).
+        Index("ix_conversations_customer", "customer_id"),
         Index("ix_conversations_snoozed", "snoozed_until"),
     )
 

@@ -15,12 +15,13 @@ from typing import Any, cast
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hilos.conversations.models import Message, MessageReceipt
+from hilos.conversations.models import Conversation, Message, MessageReceipt
 from hilos.core.clock import now
 from hilos.core.errors import Invalid
 from hilos.core.ids import new_id
 from hilos.core.outbox import emit
 from hilos.core.tenancy import TenantContext, get_owned
+from hilos.customers.models import Identity
 from hilos.customers.service import insert_for
 
 RECEIPT_STATUSES = ("sent", "delivered", "read", "failed")
@@ -148,6 +149,54 @@ async def _move(
         },
     )
     return True
+
+
+async def record_watermark(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    channel_id: str,
+    recipient_kind: str,
+    recipient_value: str,
+    status: str,
+    watermark: datetime,
+) -> int:
+    """Apply ``status`` to every reply sent on the channel to this recipient by ``watermark``
+    (Messenger's read events); return how many moved. Each becomes an ordinary receipt, so a
+    repeated watermark changes nothing."""
+    if status not in ("delivered", "read"):
+        raise Invalid(f"a watermark cannot report {status!r}", field="status")
+    covered = (
+        await session.execute(
+            select(Message.external_id)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .join(Identity, Identity.customer_id == Conversation.customer_id)
+            .where(
+                Identity.tenant_id == tenant.id,
+                Identity.kind == recipient_kind,
+                Identity.value == recipient_value,
+                Message.channel_id == channel_id,
+                Message.direction == "outbound",
+                Message.external_id.is_not(None),
+                Message.status.in_(_MOVES_FROM[status]),
+                # When the reply was written: it goes out moments later, so a watermark taken
+                # in between can cover a reply the customer has not seen yet (seconds, rarely).
+                Message.sent_at <= watermark,
+            )
+        )
+    ).scalars()
+    moved = 0
+    for external_id in list(covered):
+        assert external_id is not None
+        moved += await record_receipt(
+            session,
+            tenant,
+            channel_id=channel_id,
+            external_id=external_id,
+            status=status,
+            occurred_at=watermark,
+        )
+    return moved
 
 
 async def receipt_for_message(
