@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from tests.channels import fake_whatsapp
+from tests.channels import fake_twilio, fake_whatsapp
 from tests.conftest import TenantHandle
 
 
@@ -89,3 +89,22 @@ async def test_another_tenants_channel_cannot_be_changed(
         f"/v1/channels/{created.json()['id']}", json={"name": "mío"}, headers=other.headers
     )
     assert response.status_code == 404
+
+
+async def test_a_webhook_path_may_use_the_providers_channel_name(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    channel_id = (
+        await client.post(
+            "/v1/channels",
+            json={"kind": "twilio_sms", "name": "SMS", "config": fake_twilio.SMS_CONFIG},
+            headers=tenant.headers,
+        )
+    ).json()["id"]
+    form = fake_twilio.sms_form(sid="SMalias1", body="Hola")
+    url = f"{client.base_url}/webhooks/twilio_sms/{channel_id}"
+    response = await client.post(
+        url, data=dict(form), headers={"X-Twilio-Signature": fake_twilio.sign(url, form)}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/xml")

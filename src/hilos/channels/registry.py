@@ -40,8 +40,17 @@ def load_adapters() -> None:
         importlib.import_module(f"hilos.channels.{name}")
 
 
+# Other names a provider's webhook path may be configured with (the channel kind aliases).
+PATH_ALIASES = {
+    "twilio_sms": "twilio",
+    "twilio_whatsapp": "twilio",
+    "twilio_voice": "twilio",
+    "facebook": "messenger",
+}
+
+
 def adapter_for_path(provider: str) -> Adapter | None:
-    return _BY_PATH.get(provider)
+    return _BY_PATH.get(PATH_ALIASES.get(provider, provider))
 
 
 def serves(adapter: Adapter, channel: ChannelInfo) -> bool:
