@@ -7,11 +7,15 @@ request and response formats; the delivery worker's real code talks to them thro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from hilos.channels.delivery import deliver_due
+from hilos.core import clock
 from tests.conftest import TenantHandle
 
 
@@ -54,3 +58,21 @@ async def messages(
     assert response.status_code == 200, response.text
     items: list[Any] = response.json()["items"]
     return items
+
+
+class FrozenClock:
+    """The clock a test moves by hand (retry backoff, the WhatsApp window, polling)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def frozen_clock() -> Iterator[FrozenClock]:
+    frozen = FrozenClock(datetime(2026, 11, 22, 10, 0, tzinfo=UTC))
+    clock.set_now(lambda: frozen.now)
+    yield frozen
+    clock.set_now(None)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -222,19 +222,6 @@ async def relay() -> AsyncIterator[FakeRelay]:
     await fake.start()
     yield fake
     await fake.close()
-
-
-@pytest.fixture
-def frozen_clock() -> Iterator[Any]:
-    state = {"now": datetime(2026, 11, 22, 12, 0, tzinfo=UTC)}
-    clock.set_now(lambda: state["now"])
-
-    class Clock:
-        def advance(self, **delta: float) -> None:
-            state["now"] += timedelta(**delta)
-
-    yield Clock()
-    clock.set_now(None)
 
 
 def no_http(request: httpx.Request) -> httpx.Response:

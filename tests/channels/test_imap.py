@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos.channels.models import ChannelState
-from hilos.core import clock
 from tests.channels.conftest import add_configured_channel, messages
 from tests.channels.email_fakes import Mailbox, email_bytes, unique_address
 from tests.conftest import TenantHandle
@@ -27,19 +25,6 @@ async def mailbox() -> AsyncIterator[Mailbox]:
     await server.start()
     yield server
     await server.close()
-
-
-@pytest.fixture
-def frozen_clock() -> Iterator[Any]:
-    state = {"now": datetime(2026, 11, 22, 12, 0, tzinfo=UTC)}
-    clock.set_now(lambda: state["now"])
-
-    class Clock:
-        def advance(self, **delta: float) -> None:
-            state["now"] += timedelta(**delta)
-
-    yield Clock()
-    clock.set_now(None)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos.channels import delivery
 from hilos.conversations.models import Message
-from hilos.core import clock
 from tests.channels import fake_meta_send as fake
 from tests.channels.conftest import add_configured_channel, deliver, messages
 from tests.conftest import TenantHandle
@@ -35,23 +32,6 @@ NETWORKS = {
 def network(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
-
-
-@pytest.fixture
-def frozen_clock() -> Iterator[Any]:
-    state = {"now": datetime(2026, 11, 2, 9, 0, tzinfo=UTC)}
-    clock.set_now(lambda: state["now"])
-
-    class Clock:
-        @property
-        def now(self) -> datetime:
-            return state["now"]
-
-        def advance(self, **delta: float) -> None:
-            state["now"] += timedelta(**delta)
-
-    yield Clock()
-    clock.set_now(None)
 
 
 async def meta_channel(client: httpx.AsyncClient, tenant: TenantHandle, network: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos.channels import delivery
 from hilos.conversations.models import Message
-from hilos.core import clock
 from hilos.core.models import OutboxEvent
 from hilos.core.settings import get_settings
 from hilos.tasks.models import Task
@@ -26,23 +24,6 @@ from tests.conftest import TenantHandle, identify
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 PUBLIC_URL = "https://hilos.example.com"
-
-
-@pytest.fixture
-def frozen_clock() -> Iterator[Any]:
-    state = {"now": datetime(2026, 11, 22, 10, 0, tzinfo=UTC)}
-    clock.set_now(lambda: state["now"])
-
-    class Clock:
-        @property
-        def now(self) -> datetime:
-            return state["now"]
-
-        def advance(self, **delta: float) -> None:
-            state["now"] += timedelta(**delta)
-
-    yield Clock()
-    clock.set_now(None)
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos.channels import delivery
 from hilos.conversations.models import Message
-from hilos.core import clock
 from tests.channels import fake_whatsapp as fake
 from tests.channels.conftest import add_configured_channel, deliver, messages
 from tests.conftest import TenantHandle, identify
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 WA_ID = "34612345678"
-
-
-@pytest.fixture
-def frozen_clock() -> Iterator[Any]:
-    state = {"now": datetime(2026, 11, 2, 9, 0, tzinfo=UTC)}
-    clock.set_now(lambda: state["now"])
-
-    class Clock:
-        @property
-        def now(self) -> datetime:
-            return state["now"]
-
-        def advance(self, **delta: float) -> None:
-            state["now"] += timedelta(**delta)
-
-    yield Clock()
-    clock.set_now(None)
 
 
 async def whatsapp_channel(client: httpx.AsyncClient, tenant: TenantHandle) -> str:
