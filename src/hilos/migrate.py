@@ -21,7 +21,7 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     """Bring the database of ``engine`` to ``revision``."""
 
     def run(connection: object) -> None:
@@ -33,7 +33,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         await connection.run_sync(run)
 
 
-def upgrade_url(url: str, revision: str = "head") -> None:
+def upgrade_url(url: str, revision: str = "heads") -> None:
     async def main() -> None:
         engine = make_engine(url)
         try:
