@@ -26,7 +26,6 @@ changes nothing here and returns ``None``, and ``receive`` takes the reference p
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +34,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hilos.core.ids import new_id
+from hilos.core.rawsql import numbered
 from hilos.customers.identities import search_key
 
 # Both statements end the same way: store the message in the conversation ``conv`` (ON
@@ -191,21 +191,8 @@ conv AS (
 )
 
 
-def _numbered(sql: str) -> tuple[str, tuple[str, ...]]:
-    """asyncpg's ``$n`` placeholders for the ``:name`` ones (a name used twice keeps its n)."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in names:
-            names.append(name)
-        return f"${names.index(name) + 1}"
-
-    return re.sub(r"(?<![:\w]):(\w+)", number, sql), tuple(names)
-
-
-_KNOWN_SENDER = _numbered(_KNOWN_SENDER_ACTIVE_CONVERSATION_SQL)
-_NEW_SENDER = _numbered(_NEW_SENDER_SQL)
+_KNOWN_SENDER = numbered(_KNOWN_SENDER_ACTIVE_CONVERSATION_SQL)
+_NEW_SENDER = numbered(_NEW_SENDER_SQL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from hilos.core.errors import Conflict, Invalid, NotFound
 from hilos.core.ids import new_id
 from hilos.core.outbox import emit
 from hilos.core.tenancy import TenantContext, get_owned, tenant_scope
+from hilos.customers import identify_pg
 from hilos.customers.identities import normalize, search_key
 from hilos.customers.models import (
     BlockedValue,
@@ -353,6 +354,23 @@ _BLOCKED_AND_OWNERS = union_all(
 )
 
 
+async def _owners_and_blocked(
+    connection: AsyncConnection, tenant: TenantContext, pairs: Sequence[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], str], set[tuple[str, str]]]:
+    """Who holds each of ``pairs``, and which are blocked: one round trip."""
+    owners: dict[tuple[str, str], str] = {}
+    blocked: set[tuple[str, str]] = set()
+    if not pairs:
+        return owners, blocked
+    rows = await connection.execute(_BLOCKED_AND_OWNERS, {"tenant_id": tenant.id, "pairs": pairs})
+    for what, kind, value, customer_id in rows.all():
+        if what == "blocked":
+            blocked.add((kind, value))
+        else:
+            owners[(kind, value)] = customer_id
+    return owners, blocked
+
+
 async def identify(
     session: AsyncSession,
     tenant: TenantContext,
@@ -373,23 +391,39 @@ async def identify(
     (and reported as a conflict), until the rest fits. ``enforce_limits=False`` is for
     explicit instructions that these values are one person (Segment's ``alias``).
 
-    The common call (values a customer already holds, nothing new) costs one round trip after
-    the lock, so identify can sit on the path of every page view.
+    The common call (values a customer already holds, nothing new) costs one round trip and
+    takes no lock, so identify can sit on the path of every page view; on PostgreSQL a
+    customer nobody knows yet is created by one statement (``identify_pg``).
     """
     pairs = normalize_all(tenant, identities, field_prefix=field_prefix)
-    await _lock_values(session, tenant, pairs)
     connection = await session.connection()
-    blocked: set[tuple[str, str]] = set()
-    owners: dict[tuple[str, str], str] = {}
-    if pairs:
-        rows = await connection.execute(
-            _BLOCKED_AND_OWNERS, {"tenant_id": tenant.id, "pairs": pairs}
+    owners, blocked = await _owners_and_blocked(connection, tenant, pairs)
+    # The commonest call names values one customer already holds and changes nothing: it
+    # needs no lock, since it writes nothing and its answer is true of a committed state.
+    if pairs and not blocked and len(owners) == len(pairs) and not (name or language or traits):
+        holders = set(owners.values())
+        if len(holders) == 1:
+            return IdentifyResult(customer_id=holders.pop())
+    await _lock_values(session, tenant, pairs)
+    unknown = pairs and not owners and not blocked
+    within_limits = not enforce_limits or not _exceeded(tenant, Counter(k for k, _ in pairs), [])
+    if unknown and within_limits and connection.dialect.name == "postgresql":
+        created = await identify_pg.create_unless_known(
+            connection,
+            tenant_id=tenant.id,
+            pairs=pairs,
+            name=name,
+            search_name=search_key(name) if name else None,
+            language=language,
+            traits=traits,
+            moment=now(),
         )
-        for what, kind, value, customer_id in rows.all():
-            if what == "blocked":
-                blocked.add((kind, value))
-            else:
-                owners[(kind, value)] = customer_id
+        if created is not None and created.complete:
+            return IdentifyResult(customer_id=created.customer_id, created=True, linked=list(pairs))
+    if pairs and connection.dialect.name == "postgresql":
+        # Again under the lock: another call may have linked these values meanwhile. (SQLite
+        # let no other writer in since this transaction began.)
+        owners, blocked = await _owners_and_blocked(connection, tenant, pairs)
     usable = sorted(
         (pair for pair in pairs if pair not in blocked),
         key=lambda pair: IDENTITY_PRIORITY.index(pair[0]),
