@@ -931,23 +931,12 @@ class ConversationsMergeParticipant:
             if kept.status != "open" and folded.status == "open":
                 kept.status, kept.snoozed_until = "open", None
             await session.flush()
-        moved = list(
-            (
-                await session.execute(
-                    select(Conversation.id).where(Conversation.customer_id == merged_id)
-                )
-            ).scalars()
+        record["moved"] = await customers.move_customer_rows(
+            session, Conversation, from_id=merged_id, to_id=survivor_id
         )
-        if moved:
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.id.in_(moved))
-                .values(customer_id=survivor_id),
-                execution_options={"synchronize_session": False},
-            )
-        record["moved"] = moved
         for conversation in active.values():
-            await session.refresh(conversation)
+            # Reloaded only if someone reads it again: most merges never do.
+            session.expire(conversation)
         return record
 
     async def restore(

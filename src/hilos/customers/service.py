@@ -457,14 +457,27 @@ async def identify(
         )
         result = IdentifyResult(customer_id=customer_id, created=True)
     else:
-        survivor_id = await _oldest(session, customer_ids)
-        result = IdentifyResult(customer_id=survivor_id)
-        if len(customer_ids) > 1 or name or language or traits:
-            customer = await get_customer(session, tenant, survivor_id)
-            for other_id in sorted(customer_ids - {survivor_id}):
-                other = await get_customer(session, tenant, other_id)
+        if len(customer_ids) == 1 and not (name or language or traits):
+            result = IdentifyResult(customer_id=next(iter(customer_ids)))
+        else:
+            # One query for every profile involved; the oldest survives.
+            profiles = sorted(
+                (
+                    await session.execute(
+                        tenant_scope(
+                            select(Customer).where(Customer.id.in_(customer_ids)),
+                            Customer,
+                            tenant,
+                        )
+                    )
+                ).scalars(),
+                key=lambda c: (c.created_at, c.id),
+            )
+            customer, others = profiles[0], profiles[1:]
+            result = IdentifyResult(customer_id=customer.id)
+            for other in others:
                 await merge(session, tenant, survivor=customer, merged=other, reason=reason)
-                result.merged_ids.append(other_id)
+                result.merged_ids.append(other.id)
             apply_profile(customer, name=name, language=language, traits=traits)
     result.conflicts, result.ignored = conflicts, ignored
     if new_values:
@@ -530,19 +543,6 @@ async def _within_limits(
             }
         )
     return usable, conflicts
-
-
-async def _oldest(session: AsyncSession, customer_ids: set[str]) -> str:
-    """The oldest of ``customer_ids``: the one that survives a merge."""
-    if len(customer_ids) == 1:
-        return next(iter(customer_ids))
-    statement = (
-        select(Customer.id)
-        .where(Customer.id.in_(customer_ids))
-        .order_by(Customer.created_at, Customer.id)
-        .limit(1)
-    )
-    return (await session.execute(statement)).scalar_one()
 
 
 # Built once: the hot path then pays no statement construction or cache-key cost per request.
@@ -626,22 +626,32 @@ async def resolve_sender(
 # --- merges ---------------------------------------------------------------------------------
 
 
-async def _move_rows(
-    session: AsyncSession, model: Any, *, from_id: str, to_id: str, ids: Sequence[str] | None
+async def move_customer_rows(
+    session: AsyncSession,
+    model: Any,
+    *,
+    from_id: str,
+    to_id: str,
+    ids: Sequence[str] | None = None,
+    where: Any = None,
 ) -> list[str]:
-    """Move rows of ``model`` from one customer to another; ``ids`` limits which ones."""
+    """Move rows of ``model`` from one customer to another in one ``UPDATE ... RETURNING``;
+    ``ids`` limits which ones, ``where`` adds a condition. For merge participants too."""
     condition = model.customer_id == from_id
     if ids is not None:
         if not ids:
             return []
         condition = and_(condition, model.id.in_(ids))
-    moved = list((await session.execute(select(model.id).where(condition))).scalars().all())
-    if moved:
-        await session.execute(
-            update(model).where(model.id.in_(moved)).values(customer_id=to_id),
-            execution_options={"synchronize_session": False},
-        )
-    return moved
+    if where is not None:
+        condition = and_(condition, where)
+    moved = await session.execute(
+        update(model).where(condition).values(customer_id=to_id).returning(model.id),
+        execution_options={"synchronize_session": False},
+    )
+    return list(moved.scalars().all())
+
+
+_move_rows = move_customer_rows
 
 
 async def merge(

@@ -175,20 +175,9 @@ class TasksMergeParticipant:
     async def absorb(
         self, session: AsyncSession, tenant: TenantContext, *, survivor_id: str, merged_id: str
     ) -> dict[str, Any]:
-        moved = list(
-            (
-                await session.execute(
-                    select(Task.id).where(
-                        Task.tenant_id == tenant.id, Task.customer_id == merged_id
-                    )
-                )
-            ).scalars()
+        moved = await customers.move_customer_rows(
+            session, Task, from_id=merged_id, to_id=survivor_id, where=Task.tenant_id == tenant.id
         )
-        if moved:
-            await session.execute(
-                update(Task).where(Task.id.in_(moved)).values(customer_id=survivor_id),
-                execution_options={"synchronize_session": False},
-            )
         return {"moved": moved}
 
     async def restore(
