@@ -138,11 +138,11 @@ def create_app(
                 worker.stop()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            # The web chat's live push (created on the first visitor's socket) has its own
-            # subscription to the bus.
-            hub = getattr(app.state, "webchat_hub", None)
-            if hub is not None:
-                await hub.close()
+            # Live pushes to browsers (web chat, console) hear the bus through a fan-out of
+            # their own, made when the first browser connects.
+            fanout = getattr(app.state, "fanout", None)
+            if fanout is not None:
+                await fanout.close()
             await bus.close()
             if own_engine:
                 await engine.dispose()

@@ -22,9 +22,9 @@ so the check is this router's own route class.
 
 Replies reach a visitor's socket through ``WebchatHub``: each HTTP process listens to
 ``message.sent`` (and ``message.received``, so a visitor's other tabs see what it wrote) and
-pushes to the sockets it holds. On NATS every process must hear every event, which JetStream's
-durable queue groups (``Bus.subscribe``) do not do, so the hub takes a plain NATS subscription
-of its own: a push is a courtesy to an open browser, and what it misses is in the history.
+pushes to the sockets it holds. Every process must hear every event, so the hub listens through
+the process's ``hilos.core.fanout`` rather than a durable bus consumer: a push is a courtesy to
+an open browser, and what it misses is in the history.
 """
 
 from __future__ import annotations
@@ -45,17 +45,18 @@ from sqlalchemy import select
 from hilos.channels import webchat
 from hilos.channels.base import ChannelInfo
 from hilos.conversations.models import Message
-from hilos.core.bus import SUBJECT_PREFIX, BusEvent, NatsBus
+from hilos.core.bus import BusEvent
 from hilos.core.clock import now
 from hilos.core.deps import DbSession
 from hilos.core.errors import HilosError, Unauthorized
-from hilos.core.ids import new_id
+from hilos.core.fanout import fanout_of
 from hilos.web.i18n import DEFAULT_LANGUAGE, language_from_accept, supported_language
 from hilos.web.widget import widget_script, widget_text
 
 log = structlog.get_logger(__name__)
 
 PUSHED_TOPICS = ("message.sent", "message.received")
+FANOUT_NAME = "webchat"
 MAX_SOCKETS_PER_VISITOR = 20
 _PREFLIGHT = {
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
@@ -332,34 +333,16 @@ class WebchatHub:
         self._state = state
         self._sockets: dict[str, set[VisitorSocket]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._listening = False
-        self._lock = asyncio.Lock()
-        self._nats: Any = None
 
     async def listen(self) -> None:
         """Start hearing the bus (once per process, when the first visitor connects)."""
-        if self._listening:
-            return
-        async with self._lock:
-            if self._listening:
-                return
-            bus = self._state.bus
-            if isinstance(bus, NatsBus):
-                import nats
-
-                self._nats = await nats.connect(bus.url, name="hilos-webchat")
-                for topic in PUSHED_TOPICS:
-                    await self._nats.subscribe(SUBJECT_PREFIX + topic, cb=self._on_nats)
-            else:
-                await bus.subscribe(durable=f"webchat-push-{new_id()}", handler=self.on_event)
-            self._listening = True
+        fanout = fanout_of(self._state)
+        if not fanout.listening(FANOUT_NAME):
+            await fanout.listen(FANOUT_NAME, PUSHED_TOPICS, self.on_event)
 
     async def close(self) -> None:
-        """Close the NATS subscription (the in-process bus drops its handlers itself)."""
-        if self._nats is not None:
-            await self._nats.close()
-            self._nats = None
-            self._listening = False
+        """Stop hearing the bus."""
+        await fanout_of(self._state).stop(FANOUT_NAME)
 
     def count(self, visitor_id: str) -> int:
         return len(self._sockets.get(visitor_id, ()))
@@ -384,14 +367,6 @@ class WebchatHub:
         """Wait until every push under way has finished."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def _on_nats(self, message: Any) -> None:
-        try:
-            event = BusEvent.decode(message.data)
-        except (ValueError, KeyError, TypeError):
-            log.warning("webchat.bad_event", subject=getattr(message, "subject", None))
-            return
-        await self.on_event(event)
 
     async def on_event(self, event: BusEvent) -> None:
         # Called inside the outbox relay's transaction (in-process bus): the database work

@@ -654,6 +654,40 @@ async def move_customer_rows(
 _move_rows = move_customer_rows
 
 
+# PostgreSQL moves the three tables in one statement (data-modifying CTEs).
+_MOVE_OWN_ROWS_PG = text(
+    """
+WITH moved_identities AS (
+    UPDATE identities SET customer_id = :to_id WHERE customer_id = :from_id RETURNING id
+), moved_events AS (
+    UPDATE timeline_events SET customer_id = :to_id WHERE customer_id = :from_id RETURNING id
+), moved_consents AS (
+    UPDATE consents SET customer_id = :to_id WHERE customer_id = :from_id RETURNING id
+)
+SELECT 'identities' AS what, id FROM moved_identities
+UNION ALL SELECT 'timeline_events', id FROM moved_events
+UNION ALL SELECT 'consents', id FROM moved_consents
+"""
+)
+
+
+async def _move_own_rows(session: AsyncSession, *, from_id: str, to_id: str) -> dict[str, Any]:
+    """Move this domain's rows (identities, timeline, consents) to the survivor."""
+    if session.get_bind().dialect.name != "postgresql":
+        return {
+            "identities": await _move_rows(session, Identity, from_id=from_id, to_id=to_id),
+            "timeline_events": await _move_rows(
+                session, TimelineEvent, from_id=from_id, to_id=to_id
+            ),
+            "consents": await _move_rows(session, Consent, from_id=from_id, to_id=to_id),
+        }
+    moved: dict[str, Any] = {"identities": [], "timeline_events": [], "consents": []}
+    rows = await session.execute(_MOVE_OWN_ROWS_PG, {"from_id": from_id, "to_id": to_id})
+    for what, row_id in rows.all():
+        moved[what].append(row_id)
+    return moved
+
+
 async def merge(
     session: AsyncSession,
     tenant: TenantContext,
@@ -665,17 +699,7 @@ async def merge(
     """Merge ``merged`` into ``survivor`` and log exactly what moved."""
     if survivor.id == merged.id:
         raise Invalid("a customer cannot be merged into itself", field="customer_id")
-    moved: dict[str, Any] = {
-        "identities": await _move_rows(
-            session, Identity, from_id=merged.id, to_id=survivor.id, ids=None
-        ),
-        "timeline_events": await _move_rows(
-            session, TimelineEvent, from_id=merged.id, to_id=survivor.id, ids=None
-        ),
-        "consents": await _move_rows(
-            session, Consent, from_id=merged.id, to_id=survivor.id, ids=None
-        ),
-    }
+    moved: dict[str, Any] = await _move_own_rows(session, from_id=merged.id, to_id=survivor.id)
     filled = {
         key: value
         for key, value in (merged.traits or {}).items()
