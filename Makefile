@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo serve test lint format bench clean i18n
+.PHONY: install demo serve test browser lint format bench clean i18n
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# Only the browser tests (Playwright driving /usr/bin/chromium); screenshots in test-results/browser.
+browser: install
+	$(BIN)/pytest tests/e2e/browser
+
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
@@ -40,7 +44,7 @@ bench: install
 	$(BIN)/python benchmarks/identify.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-results
 
 # Refresh the translation catalogs after changing UI text; then translate the new msgstr in es.
 i18n: install

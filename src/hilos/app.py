@@ -42,6 +42,7 @@ from hilos.tasks.api import router as tasks_router
 from hilos.tracking.api import router as tracking_router
 from hilos.web.console import ConsoleError, render_console_error, static_files
 from hilos.web.console import router as console_router
+from hilos.web.live import router as console_live_router
 from hilos.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -195,6 +196,7 @@ def create_app(
         tasks_router,
         tracking_router,
         console_router,
+        console_live_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")

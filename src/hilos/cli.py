@@ -12,6 +12,10 @@ from rich.console import Console
 
 from hilos.core.settings import Settings, get_settings
 
+# How long a stopping server lets requests finish. The console's event streams last minutes
+# (then their browsers reconnect, elsewhere if this process is gone): no stop waits for them.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
 app = typer.Typer(help="Hilos: one customer, one conversation, one stock.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage console users.", no_args_is_help=True)
@@ -71,7 +75,14 @@ def serve(
         from hilos.app import create_app
 
         application = create_app(settings, run_worker=run_worker, run_smtp=smtp)
-        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            application,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
     else:
         import os
 
@@ -84,6 +95,7 @@ def serve(
             workers=workers,
             log_level="warning",
             access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
 
 

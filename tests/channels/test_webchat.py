@@ -10,13 +10,11 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
@@ -27,6 +25,7 @@ from hilos.core.outbox import relay
 from hilos.core.settings import Settings
 from tests.channels.conftest import add_configured_channel, deliver, messages
 from tests.conftest import NATS_URL, TenantHandle, add_channel, inbound
+from tests.serving import serving as serve_http
 
 SHOP = "https://tienda.example"
 AT_SHOP = {"Origin": SHOP}
@@ -99,18 +98,8 @@ def no_provider(request: httpx.Request) -> httpx.Response:
 @contextlib.asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[str]:
     """``app`` served by Uvicorn on a free local port; yields its ws:// base."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    while not server.started:
-        await asyncio.sleep(0.005)
-    try:
-        yield f"ws://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_http(app) as base:
+        yield base.replace("http://", "ws://", 1)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from hilos.core import clock
 from hilos.core.bus import InProcessBus
 from hilos.core.settings import Settings
 from hilos.web.i18n import LOCALE_DIR, language_from_accept, translations
+from tests.channels.conftest import deliver
 from tests.conftest import TenantHandle, add_channel, identify, inbound
 
 PASSWORD = "clave-de-prueba-1"
@@ -349,6 +350,89 @@ async def test_reply_through_the_form_is_queued_on_the_chosen_channel(
     shown = await client.get(f"/console/conversations/{story.conversation_id}")
     assert "¡Hola Ana! Sí, nos queda en M." in shown.text
     assert "Lucía Martín" in shown.text
+
+
+async def test_each_message_shows_its_channel_and_delivery_state_and_a_failure_its_reason(
+    client: httpx.AsyncClient, tenant: TenantHandle, app: Any
+) -> None:
+    story = await two_channel_story(client, tenant)
+    agent = await make_agent(client, tenant)
+    await sign_in(client, agent.email)
+    reply = await client.post(
+        f"/v1/conversations/{story.conversation_id}/messages",
+        json={"text": "¿Te la reservo?", "channel_id": story.whatsapp_id},
+        headers=tenant.headers,
+    )
+    assert reply.status_code == 201, reply.text
+    queued = await client.get(f"/console/conversations/{story.conversation_id}")
+    sent_item = _message_item(queued.text, reply.json()["id"])
+    assert ">WhatsApp</span>" in sent_item
+    assert '<span class="delivery delivery-queued">en cola</span>' in sent_item
+    received = [m for m in await messages_of(client, tenant, story.conversation_id)][1]
+    email_item = _message_item(queued.text, received["id"])
+    assert ">Correo electrónico</span>" in email_item
+    assert '<span class="delivery delivery-received">recibido</span>' in email_item
+
+    # The WhatsApp channel of the story has no credentials: the provider's step fails.
+    await deliver(app, lambda request: httpx.Response(500), tenant)
+    failed = await client.get(f"/console/conversations/{story.conversation_id}")
+    failed_item = _message_item(failed.text, reply.json()["id"])
+    assert '<span class="delivery delivery-failed">fallido</span>' in failed_item
+    (stored,) = [
+        m
+        for m in await messages_of(client, tenant, story.conversation_id)
+        if m["id"] == reply.json()["id"]
+    ]
+    assert stored["status"] == "failed"
+    assert f'<p class="delivery-error">{stored["error"]["message"]}</p>' in failed_item
+
+
+def _message_item(page: str, message_id: str) -> str:
+    start = page.index(f'id="message-{message_id}"')
+    return page[start : page.index("</li>", start)]
+
+
+async def test_the_sidebar_shows_consents_and_the_customers_other_conversations(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    story = await two_channel_story(client, tenant)
+    consent = await client.post(
+        f"/v1/customers/{story.customer_id}/consents",
+        json={"purpose": "marketing", "channel_kind": "whatsapp", "granted": True},
+        headers=tenant.headers,
+    )
+    assert consent.status_code == 201, consent.text
+    resolved = await client.patch(
+        f"/v1/conversations/{story.conversation_id}",
+        json={"status": "resolved"},
+        headers=tenant.headers,
+    )
+    assert resolved.status_code == 200, resolved.text
+    clock.set_now(lambda: datetime.now(UTC) + timedelta(days=3))
+    try:
+        later = await inbound(
+            client,
+            tenant,
+            channel_id=story.whatsapp_id,
+            external_id=f"wa-{uuid.uuid4().hex}",
+            kind="whatsapp",
+            value="+34600111222",
+            text="Otra pregunta",
+        )
+        new_conversation = later.json()["conversation_id"]
+        assert new_conversation != story.conversation_id
+        agent = await make_agent(client, tenant)
+        await sign_in(client, agent.email)
+        page = await client.get(f"/console/conversations/{new_conversation}")
+    finally:
+        clock.set_now(None)
+
+    sidebar = page.text[page.text.index('id="customer-side"') :]
+    assert "Marketing · WhatsApp:" in sidebar
+    assert "concedido" in sidebar
+    assert f'href="/console/conversations/{story.conversation_id}"' in sidebar
+    assert "Resuelta" in sidebar
+    assert f'href="/console/conversations/{new_conversation}"' not in sidebar
 
 
 async def test_private_note_is_stored_as_a_note_and_highlighted(

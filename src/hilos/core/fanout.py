@@ -96,6 +96,8 @@ class Fanout:
                 self._nats = await nats.connect(self._bus.url, name="hilos-fanout")
             for pattern in sorted(patterns):
                 await self._nats.subscribe(SUBJECT_PREFIX + pattern, cb=self._on_nats(pattern))
+            # The server has the subscriptions once it answers: from then on nothing is missed.
+            await self._nats.flush()
         elif not self._on_bus:
             await self._bus.subscribe(durable=f"fanout-{new_id()}", handler=self.deliver)
             self._on_bus = True

@@ -70,6 +70,9 @@ INBOX_PAGE_SIZE = 25
 CUSTOMERS_PAGE_SIZE = 25
 MESSAGES_PAGE_SIZE = 200
 MAX_REPLY_LENGTH = 20_000
+# The customer sidebar of a conversation: their other conversations and latest events.
+SIDEBAR_CONVERSATIONS = 5
+SIDEBAR_ACTIVITY = 5
 # The inbox's tabs; "all" is every conversation that was not merged away.
 INBOX_FILTERS = ("open", "pending", "snoozed", "resolved", "all")
 # What an agent can set from the conversation page (snoozing needs a date: a later issue).
@@ -525,6 +528,15 @@ async def conversation_page(
     )
     customer = await customers.get_customer(session, tenant, conversation.customer_id)
     identities = await customers.identities_of(session, tenant, customer.id)
+    consents = customers.current_consents(
+        await customers.consent_history(session, tenant, customer.id)
+    )
+    customer_conversations, _ = await conversations.list_conversations(
+        session, tenant, customer_id=customer.id, limit=SIDEBAR_CONVERSATIONS + 1
+    )
+    activity = await customers.recent_timeline_events(
+        session, tenant, customer.id, limit=SIDEBAR_ACTIVITY
+    )
     tenant_channels = await channels.list_channels(session, tenant)
     users = await _user_names(session, tenant)
     return _page(
@@ -539,6 +551,11 @@ async def conversation_page(
             else None,
             "customer": customer,
             "identities": identities,
+            "consents": consents,
+            "other_conversations": [
+                other for other in customer_conversations if other.id != conversation.id
+            ][:SIDEBAR_CONVERSATIONS],
+            "activity": activity,
             "channels": {channel.id: channel for channel in tenant_channels},
             "reply_channels": _reply_channels(tenant_channels, conversation, identities),
             "default_channel_id": _latest_inbound_channel(messages, conversation),

@@ -68,6 +68,7 @@ VOCABULARY: Mapping[str, Mapping[str, str]] = {
     "delivery": {
         "received": N_("received"),
         "queued": N_("queued"),
+        "sending": N_("sending"),
         "sent": N_("sent"),
         "delivered": N_("delivered"),
         "read": N_("read"),
