@@ -38,6 +38,8 @@ from hilos.core.errors import HilosError
 from hilos.core.logging import RequestIdMiddleware
 from hilos.core.settings import Settings
 from hilos.customers.api import router as customers_router
+from hilos.routing.api import router as routing_router
+from hilos.routing.sla_api import router as sla_router
 from hilos.tasks.api import router as tasks_router
 from hilos.tracking.api import router as tracking_router
 from hilos.web.console import ConsoleError, render_console_error, static_files
@@ -193,6 +195,8 @@ def create_app(
         stores_router,
         customers_router,
         conversations_router,
+        routing_router,
+        sla_router,
         tasks_router,
         tracking_router,
         console_router,

@@ -7,6 +7,8 @@ from hilos.conversations import models as conversations_models
 from hilos.core import models as core_models
 from hilos.core.db import Base
 from hilos.customers import models as customers_models
+from hilos.routing import models as routing_models
+from hilos.routing import sla_models
 from hilos.tasks import models as tasks_models
 from hilos.web import models as web_models
 
@@ -18,6 +20,8 @@ __all__ = [
     "core_models",
     "customers_models",
     "metadata",
+    "routing_models",
+    "sla_models",
     "tasks_models",
     "web_models",
 ]

@@ -20,6 +20,8 @@ from hilos.channels.registry import load_adapters
 from hilos.conversations.service import wake_snoozed
 from hilos.core.bus import Bus
 from hilos.core.outbox import relay
+from hilos.routing import service as routing
+from hilos.routing import sla
 
 log = structlog.get_logger(__name__)
 
@@ -64,13 +66,23 @@ class Worker:
             log.exception("worker.imap_failed")
             mail_read = 0
         delivered = await deliver_due(self.sessionmaker, self.http_client())
+        sla_fired = await sla.fire_due(self.sessionmaker)
         published = 0
         while True:
             batch = await relay(self.sessionmaker, self.bus)
             published += batch
             if batch == 0:
                 break
-        return {"published": published, "woken": woken, "mail_read": mail_read, **delivered}
+        # What the relay's routing consumer noted (arrivals, freed capacity), and due timers.
+        routed = await routing.run_due(self.sessionmaker)
+        return {
+            "published": published,
+            "woken": woken,
+            "mail_read": mail_read,
+            "sla_fired": sla_fired,
+            **routed,
+            **delivered,
+        }
 
     async def run_forever(self) -> None:
         log.info("worker.started")

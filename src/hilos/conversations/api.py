@@ -21,10 +21,13 @@ from hilos.conversations.schemas import (
     MessagePage,
     ReceiptIn,
     ReplyIn,
+    SlaOut,
 )
 from hilos.core.clock import now
 from hilos.core.deps import CurrentPrincipal, DbSession
 from hilos.core.tenancy import TenantContext
+from hilos.routing import service as routing
+from hilos.routing import sla
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
 
@@ -62,6 +65,8 @@ async def conversation_views(
     session: AsyncSession, tenant: TenantContext, conversations: list[Conversation]
 ) -> list[ConversationOut]:
     kinds = await service.channel_kinds_for(session, tenant, conversations)
+    slas = await sla.sla_states(session, tenant, [c.id for c in conversations])
+    queues = await routing.queues_for(session, tenant, [c.id for c in conversations])
     return [
         ConversationOut(
             id=c.id,
@@ -76,6 +81,9 @@ async def conversation_views(
             last_message_at=c.last_message_at,
             resolved_at=c.resolved_at,
             merged_into_id=c.merged_into_id,
+            assignee=c.assignee_id,
+            queue=queues.get(c.id),
+            sla=SlaOut.model_validate(slas[c.id]),
         )
         for c in conversations
     ]

@@ -56,6 +56,25 @@ class ChannelRef(BaseModel):
     kind: str | None
 
 
+class SlaOut(BaseModel):
+    """The conversation's SLA clock (``routing.sla``); all null when no policy applies.
+
+    ``state``: ok, warning, breached, paused (pending on the customer), met, or null.
+    ``remaining_seconds``: open time left on the nearest running target, negative once overdue.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+
+    policy_id: str | None = None
+    state: Literal["ok", "warning", "breached", "paused", "met"] | None = None
+    breached: bool = False
+    remaining_seconds: float | None = None
+    first_response_due_at: datetime | None = None
+    first_responded_at: datetime | None = None
+    next_response_due_at: datetime | None = None
+    resolution_due_at: datetime | None = None
+
+
 class ConversationOut(BaseModel):
     id: str
     customer_id: str
@@ -69,6 +88,11 @@ class ConversationOut(BaseModel):
     last_message_at: datetime
     resolved_at: datetime | None
     merged_into_id: str | None
+    # Routing: the agent the conversation is assigned to, and the queue it is in (or was last
+    # routed through).
+    assignee: str | None = None
+    queue: str | None = None
+    sla: SlaOut = Field(default_factory=SlaOut)
 
 
 class ConversationPage(BaseModel):

@@ -4,12 +4,21 @@ Events leave only after their transaction commits, so no listener sees a change 
 back. The relay claims rows with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers
 share the work; each event carries its outbox id, which the bus uses to drop a re-publication
 after a crash between publish and mark.
+
+A domain that must keep durable state in step with events (SLA clocks) registers an outbox
+consumer: the relay hands it each batch's events of its topics inside the relay's own
+transaction, before they are marked published. Its writes commit together with the mark, so it
+sees every event exactly once and in order, without a database session of its own — which a bus
+listener cannot have on SQLite's single connection, and which a listener on the in-process bus
+would lose in a crash after the mark.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
+import structlog
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
@@ -19,6 +28,32 @@ from hilos.core.ids import new_id
 from hilos.core.models import OutboxEvent
 
 _INSERT_EVENT = insert(cast(Table, OutboxEvent.__table__))
+
+log = structlog.get_logger(__name__)
+
+OutboxConsumer = Callable[[AsyncSession, Sequence[OutboxEvent]], Awaitable[None]]
+_CONSUMERS: dict[str, tuple[frozenset[str], OutboxConsumer]] = {}
+
+
+def register_consumer(name: str, *, topics: Iterable[str], consume: OutboxConsumer) -> None:
+    """Have the relay call ``consume(session, events)`` with each batch's events of ``topics``.
+
+    A consumer that raises is logged and its writes are rolled back to a savepoint; the events
+    are published all the same, so one broken consumer cannot hold up the outbox.
+    """
+    _CONSUMERS[name] = (frozenset(topics), consume)
+
+
+async def _run_consumers(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
+    for name, (topics, consume) in list(_CONSUMERS.items()):
+        mine = [event for event in events if event.topic in topics]
+        if not mine:
+            continue
+        try:
+            async with session.begin_nested():
+                await consume(session, mine)
+        except Exception:
+            log.exception("outbox.consumer_failed", consumer=name, events=len(mine))
 
 
 async def emit(
@@ -63,6 +98,7 @@ async def relay(
         if session.get_bind().dialect.name == "postgresql":
             statement = statement.with_for_update(skip_locked=True)
         events = (await session.execute(statement)).scalars().all()
+        await _run_consumers(session, events)
         for event in events:
             await bus.publish(
                 topic=event.topic,

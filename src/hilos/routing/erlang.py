@@ -21,11 +21,16 @@ from __future__ import annotations
 import math
 
 
-def _check(name: str, value: float, *, positive: bool = False) -> float:
+def _number(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise ValueError(f"{name} must be a number, got {value!r}")
     if math.isinf(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _check(name: str, value: float, *, positive: bool = False) -> float:
+    value = _number(name, value)
     if positive and value <= 0:
         raise ValueError(f"{name} must be greater than 0, got {value!r}")
     if value < 0:
@@ -122,10 +127,11 @@ def agents_needed(
     """
     load = traffic(calls, period_seconds, aht_seconds)
     target_seconds = _check("target_seconds", target_seconds)
-    target_service_level = _check("target_service_level", target_service_level)
+    target_service_level = _number("target_service_level", target_service_level)
     if not 0 < target_service_level < 1:
         raise ValueError(
-            f"target_service_level must be between 0 and 1 (exclusive), got {target_service_level!r}"
+            "target_service_level must be between 0 and 1 (exclusive), "
+            f"got {target_service_level!r}"
         )
     if load == 0:
         return 0

@@ -25,7 +25,8 @@ class Task(Base):
     kind: Mapped[str] = mapped_column(String(32))
     # open, done, cancelled.
     status: Mapped[str] = mapped_column(String(16), default="open")
-    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"))
+    # Indexed: a customer merge moves their tasks.
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
     conversation_id: Mapped[str | None] = mapped_column(ForeignKey("conversations.id"))
     # What caused it (the call's message id): the natural key that makes it idempotent.
     source_id: Mapped[str] = mapped_column(String(200))
