@@ -352,3 +352,15 @@ def test_explaining_a_wait_names_the_requirement_and_who_could_take_it() -> None
     assert state.explain_wait("c1", now=T0) == (
         "waiting in Soporte ES: skills es≥2; 1 qualified agent online, none with room in whatsapp"
     )
+
+
+def test_equal_agents_are_told_apart_by_id_whatever_order_they_were_loaded_in() -> None:
+    for order in (["bruno", "ana"], ["ana", "bruno"]):
+        state = RoutingState(
+            queues=[queue()],
+            agents=[agent(name, idle_since=T0 - 60) for name in order],
+            waiting=[waiting("c1")],
+        )
+        offer = state.choose_agent("c1", now=T0 + 1)
+        assert offer is not None
+        assert offer.agent_id == "ana"

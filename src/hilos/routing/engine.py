@@ -311,7 +311,16 @@ class RoutingState:
                 if passed and passed.get(agent.id, 0.0) > now:
                     continue
                 with_room += 1
-                if free > best_free or (free == best_free and agent.idle_since < best_idle):
+                if (
+                    free > best_free
+                    or (free == best_free and agent.idle_since < best_idle)
+                    or (
+                        free == best_free
+                        and agent.idle_since == best_idle
+                        and best is not None
+                        and agent.id < best.id
+                    )
+                ):
                     best, best_free, best_idle = agent, free, agent.idle_since
             if best is not None:
                 rule = how[best.id]
