@@ -30,6 +30,7 @@ from hilos.channels.store import router as stores_router
 from hilos.channels.webchat_api import router as webchat_router
 from hilos.channels.webhooks import router as webhooks_router
 from hilos.conversations.api import router as conversations_router
+from hilos.conversations.canned_api import router as canned_router
 from hilos.core.api import router as tenant_router
 from hilos.core.auth import KeyCache
 from hilos.core.bus import Bus, make_bus
@@ -40,11 +41,13 @@ from hilos.core.settings import Settings
 from hilos.customers.api import router as customers_router
 from hilos.routing.api import router as routing_router
 from hilos.routing.sla_api import router as sla_router
+from hilos.routing.supervisor_api import router as supervisor_api_router
 from hilos.tasks.api import router as tasks_router
 from hilos.tracking.api import router as tracking_router
 from hilos.web.console import ConsoleError, render_console_error, static_files
 from hilos.web.console import router as console_router
 from hilos.web.live import router as console_live_router
+from hilos.web.supervisor import router as supervisor_router
 from hilos.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -195,12 +198,15 @@ def create_app(
         stores_router,
         customers_router,
         conversations_router,
+        canned_router,
         routing_router,
         sla_router,
+        supervisor_api_router,
         tasks_router,
         tracking_router,
         console_router,
         console_live_router,
+        supervisor_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hilos.channels import models as channels_models
+from hilos.conversations import canned_models
 from hilos.conversations import models as conversations_models
 from hilos.core import models as core_models
 from hilos.core.db import Base
@@ -15,6 +16,7 @@ from hilos.web import models as web_models
 metadata = Base.metadata
 
 __all__ = [
+    "canned_models",
     "channels_models",
     "conversations_models",
     "core_models",

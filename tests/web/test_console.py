@@ -46,9 +46,17 @@ async def make_agent(
     email: str | None = None,
     password: str = PASSWORD,
     locale: str | None = None,
+    role: str = "supervisor",
 ) -> Agent:
+    """A console user. A supervisor by default: they see every conversation of the tenant,
+    which these tests need; what an agent (role ``agent``) sees is in test_console_actions."""
     email = email or f"agente-{uuid.uuid4().hex[:12]}@tienda-prueba.es"
-    body: dict[str, Any] = {"email": email, "name": "Lucía Martín", "password": password}
+    body: dict[str, Any] = {
+        "email": email,
+        "name": "Lucía Martín",
+        "password": password,
+        "role": role,
+    }
     if locale:
         body["locale"] = locale
     response = await client.post("/v1/users", json=body, headers=tenant.headers)
@@ -664,6 +672,7 @@ SAME_IN_SPANISH = {
     "API",
     "Marketing",
     "Supervisor",
+    "SLA",
     "Audio",
     "Sticker",
 }

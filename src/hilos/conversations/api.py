@@ -1,4 +1,15 @@
-"""HTTP API of conversations: inbound messages, listing, replies and status."""
+"""HTTP API of conversations: inbound messages, listing, replies and status.
+
+Who sees what: supervisors and admins see every conversation of their tenant. An agent — a
+caller with the agent role and a user of their own — sees only the conversations assigned or
+offered to them and those routed through the queues they belong to (routing's
+``can_see_conversation``, and ``visible_to`` for lists); any other answers 404, as another
+tenant's does, on reading, changing, listing messages and replying, and their listing leaves
+it out. An agent-role API key that is no one's (an integration's key: today every key, since
+keys are not bound to users) sees every conversation of its tenant, as before: integrations
+read and answer conversations with the least role there is, and giving them nothing would
+push them to supervisor keys, which can do far more.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +34,35 @@ from hilos.conversations.schemas import (
     ReplyIn,
     SlaOut,
 )
+from hilos.core.auth import Principal
 from hilos.core.clock import now
 from hilos.core.deps import CurrentPrincipal, DbSession
+from hilos.core.errors import NotFound
 from hilos.core.tenancy import TenantContext
 from hilos.routing import service as routing
 from hilos.routing import sla
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
+
+
+def _agent_viewer(principal: Principal) -> str | None:
+    """The user id of a caller who sees only their own conversations (an agent acting as
+    themselves); ``None`` for a caller who sees the whole tenant's."""
+    if principal.at_least("supervisor") or principal.user_id is None:
+        return None
+    return principal.user_id
+
+
+async def _visible_conversation(
+    session: AsyncSession, principal: Principal, conversation_id: str
+) -> Conversation:
+    conversation = await service.get_conversation(session, principal.tenant, conversation_id)
+    viewer = _agent_viewer(principal)
+    if viewer is not None and not await routing.can_see_conversation(
+        session, principal.tenant, conversation=conversation, user_id=viewer
+    ):
+        raise NotFound(f"conversation {conversation_id} not found")
+    return conversation
 
 
 @router.post("/messages/inbound", response_model=InboundResult)
@@ -102,6 +135,7 @@ async def list_conversations(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ConversationPage:
+    viewer = _agent_viewer(principal)
     rows, next_cursor = await service.list_conversations(
         session,
         principal.tenant,
@@ -112,6 +146,7 @@ async def list_conversations(
         customer_id=customer_id,
         cursor=cursor,
         limit=limit,
+        where=[await routing.visible_to(session, principal.tenant, viewer)] if viewer else [],
     )
     return ConversationPage(
         items=await conversation_views(session, principal.tenant, list(rows)),
@@ -123,7 +158,7 @@ async def list_conversations(
 async def get_conversation(
     conversation_id: str, session: DbSession, principal: CurrentPrincipal
 ) -> ConversationOut:
-    conversation = await service.get_conversation(session, principal.tenant, conversation_id)
+    conversation = await _visible_conversation(session, principal, conversation_id)
     return (await conversation_views(session, principal.tenant, [conversation]))[0]
 
 
@@ -134,6 +169,7 @@ async def update_conversation(
     session: DbSession,
     principal: CurrentPrincipal,
 ) -> ConversationOut:
+    await _visible_conversation(session, principal, conversation_id)
     conversation = await service.update_conversation(
         session,
         principal.tenant,
@@ -151,7 +187,7 @@ async def list_messages(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> MessagePage:
-    await service.get_conversation(session, principal.tenant, conversation_id)
+    await _visible_conversation(session, principal, conversation_id)
     rows, next_cursor = await service.messages_of(
         session, principal.tenant, conversation_id, after=cursor, limit=limit
     )
@@ -164,6 +200,7 @@ async def list_messages(
 async def reply(
     conversation_id: str, body: ReplyIn, session: DbSession, principal: CurrentPrincipal
 ) -> object:
+    await _visible_conversation(session, principal, conversation_id)
     return await service.reply(
         session,
         principal.tenant,

@@ -14,12 +14,25 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, exists, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from hilos.channels.kinds import REPLY_IDENTITY_KINDS
@@ -552,23 +565,37 @@ async def reply(
 WHATSAPP_WINDOW = timedelta(hours=24)
 
 
-async def _check_whatsapp_window(
-    session: AsyncSession, *, conversation: Conversation, channel_id: str, moment: datetime
-) -> None:
-    """WhatsApp lets a business write freely only within 24 hours of the customer's last
-    message to that number; after that only approved templates go through."""
+async def _last_inbound_at(
+    session: AsyncSession, *, customer_id: str, channel_id: str
+) -> datetime | None:
+    """When the customer last wrote on ``channel_id``, in any of their conversations."""
     last = (
         await session.execute(
             select(func.max(Message.sent_at))
             .join(Conversation, Conversation.id == Message.conversation_id)
             .where(
-                Conversation.customer_id == conversation.customer_id,
+                Conversation.customer_id == customer_id,
                 Message.channel_id == channel_id,
                 Message.direction == "inbound",
             )
         )
     ).scalar_one_or_none()
-    if last is not None and as_utc(last) > moment - WHATSAPP_WINDOW:
+    return None if last is None else as_utc(last)
+
+
+def _window_open(last_inbound_at: datetime | None, moment: datetime) -> bool:
+    return last_inbound_at is not None and last_inbound_at > moment - WHATSAPP_WINDOW
+
+
+async def _check_whatsapp_window(
+    session: AsyncSession, *, conversation: Conversation, channel_id: str, moment: datetime
+) -> None:
+    """WhatsApp lets a business write freely only within 24 hours of the customer's last
+    message to that number; after that only approved templates go through."""
+    last = await _last_inbound_at(
+        session, customer_id=conversation.customer_id, channel_id=channel_id
+    )
+    if _window_open(last, moment):
         return
     when = (
         f"last wrote on WhatsApp at {as_utc(last):%Y-%m-%d %H:%M} UTC"
@@ -583,6 +610,29 @@ async def _check_whatsapp_window(
     )
 
 
+async def _latest_reply_inbound(
+    session: AsyncSession, tenant: TenantContext, conversation: Conversation
+) -> Row[str | None, str | None] | None:
+    """The channel and address of the customer's latest message in ``conversation`` on a
+    channel a written reply can go to (among the latest 20)."""
+    recent_inbound = (
+        await session.execute(
+            select(Message.channel_id, Message.address)
+            .where(Message.conversation_id == conversation.id, Message.direction == "inbound")
+            .order_by(Message.sent_at.desc(), Message.id.desc())
+            .limit(20)
+        )
+    ).all()
+    # A store visit or a phone call is not somewhere a written reply can go: by default the
+    # reply follows the customer's latest message on a channel that can carry one.
+    for candidate in recent_inbound:
+        if candidate.channel_id is None:
+            continue
+        if REPLY_IDENTITY_KINDS[await channel_kind(session, tenant, candidate.channel_id)]:
+            return candidate
+    return None
+
+
 async def _reply_route(
     session: AsyncSession,
     tenant: TenantContext,
@@ -595,23 +645,7 @@ async def _reply_route(
     By default the channel of the latest inbound message, to the address the customer wrote
     from; a chosen channel needs an identity of a kind that channel can deliver to.
     """
-    recent_inbound = (
-        await session.execute(
-            select(Message.channel_id, Message.address)
-            .where(Message.conversation_id == conversation.id, Message.direction == "inbound")
-            .order_by(Message.sent_at.desc(), Message.id.desc())
-            .limit(20)
-        )
-    ).all()
-    # A store visit or a phone call is not somewhere a written reply can go: by default the
-    # reply follows the customer's latest message on a channel that can carry one.
-    latest_inbound = None
-    for candidate in recent_inbound:
-        if candidate.channel_id is None:
-            continue
-        if REPLY_IDENTITY_KINDS[await channel_kind(session, tenant, candidate.channel_id)]:
-            latest_inbound = candidate
-            break
+    latest_inbound = await _latest_reply_inbound(session, tenant, conversation)
     if channel_id is None:
         if latest_inbound is None:
             raise Invalid(
@@ -641,6 +675,104 @@ async def _reply_route(
         field="channel_id",
         code="no_address",
     )
+
+
+# Why a channel cannot carry a reply now (``ReplyOption.reason``).
+CHANNEL_DISABLED = "channel_disabled"
+NO_ADDRESS = "no_address"
+NO_SERVICE_CONSENT = "no_service_consent"
+WHATSAPP_WINDOW_CLOSED = "whatsapp_window_closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyOption:
+    """A channel of the tenant that can carry a written reply, and whether it can now.
+
+    ``reason`` says why not when ``available`` is false: ``channel_disabled``, ``no_address``
+    (the customer has no identity that channel delivers to), ``no_service_consent`` or
+    ``whatsapp_window_closed`` (then only an approved template goes through;
+    ``last_inbound_at`` says when the customer last wrote there, ``None`` if never).
+    ``default`` marks the channel a reply goes to unless the agent picks another.
+    """
+
+    channel_id: str
+    kind: str
+    name: str
+    available: bool
+    reason: str | None = None
+    default: bool = False
+    last_inbound_at: datetime | None = None
+
+
+async def reply_options(
+    session: AsyncSession, tenant: TenantContext, conversation: Conversation
+) -> list[ReplyOption]:
+    """Every channel a reply in ``conversation`` could go on, the conversation's own first.
+
+    The default is the channel of the customer's latest message that a reply can go to (what
+    ``reply`` picks without a ``channel_id``); when that one cannot carry a reply now, the first
+    channel that can. The checks are ``reply``'s own (address, WhatsApp's window) plus two the
+    composer needs: a disabled channel, and consent.
+
+    Consent: a reply answers the customer, so it is a service message. Only a refusal of
+    ``service`` messages recorded for the channel's kind makes a channel unavailable; marketing
+    consent plays no part, and no record at all is no refusal (the customer wrote to us).
+    """
+    moment = now()
+    channels = (
+        (await session.execute(tenant_scope(select(Channel).order_by(Channel.id), Channel, tenant)))
+        .scalars()
+        .all()
+    )
+    latest = await _latest_reply_inbound(session, tenant, conversation)
+    identities = await customers.identities_of(session, tenant, conversation.customer_id)
+    held = {identity.kind for identity in identities}
+    refused = {
+        consent.channel_kind
+        for consent in customers.current_consents(
+            await customers.consent_history(session, tenant, conversation.customer_id)
+        )
+        if consent.purpose == "service" and not consent.granted
+    }
+    own = {channel_id: n for n, channel_id in enumerate(conversation.channel_ids)}
+    options: list[ReplyOption] = []
+    for channel in sorted(channels, key=lambda c: (own.get(c.id, len(own)), c.id)):
+        wanted = REPLY_IDENTITY_KINDS.get(channel.kind, ())
+        if not wanted:
+            continue
+        reason, last_at = None, None
+        wrote_from_here = (
+            latest is not None
+            and latest.channel_id == channel.id
+            and bool(latest.address)
+            and str(latest.address).split(":", 1)[0] in wanted
+        )
+        if channel.disabled_at is not None:
+            reason = CHANNEL_DISABLED
+        elif not wrote_from_here and not held.intersection(wanted):
+            reason = NO_ADDRESS
+        elif channel.kind in refused:
+            reason = NO_SERVICE_CONSENT
+        elif channel.kind == "whatsapp":
+            last_at = await _last_inbound_at(
+                session, customer_id=conversation.customer_id, channel_id=channel.id
+            )
+            if not _window_open(last_at, moment):
+                reason = WHATSAPP_WINDOW_CLOSED
+        options.append(
+            ReplyOption(
+                channel_id=channel.id,
+                kind=channel.kind,
+                name=channel.name,
+                available=reason is None,
+                reason=reason,
+                last_inbound_at=last_at,
+            )
+        )
+    usable = [option for option in options if option.available]
+    preferred = latest.channel_id if latest is not None else None
+    default = next((o for o in usable if o.channel_id == preferred), usable[0] if usable else None)
+    return [replace(option, default=True) if option is default else option for option in options]
 
 
 # --- reading and changing conversations -----------------------------------------------------
@@ -739,9 +871,14 @@ async def list_conversations(
     customer_id: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    where: Iterable[ColumnElement[bool]] = (),
 ) -> tuple[Sequence[Conversation], str | None]:
-    """Conversations, most recent activity first, one page at a time."""
-    statement = tenant_scope(select(Conversation), Conversation, tenant)
+    """Conversations, most recent activity first, one page at a time.
+
+    ``where``: further conditions on ``Conversation`` from other domains (routing's "what
+    this agent may see", "in these queues"), so that they page like the rest.
+    """
+    statement = tenant_scope(select(Conversation), Conversation, tenant).where(*where)
     if status is not None:
         statement = statement.where(Conversation.status == status)
     else:

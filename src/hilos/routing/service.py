@@ -54,7 +54,7 @@ from typing import Any, cast
 
 import structlog
 from babel.localedata import locale_identifiers
-from sqlalchemy import Table, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Table, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -1058,6 +1058,13 @@ class Round:
             reason += f"; last agent {sticky_agent}"
             details["sticky_agent_id"] = sticky_agent
         await self.log(conversation_id, "queued", reason, queue_id=queue.id, details=details)
+        # The supervisor view's lines change here, whether or not an offer follows.
+        await emit(
+            self.session,
+            tenant_id=self.tenant.id,
+            topic="conversation.queued",
+            payload={"conversation_id": conversation_id, "queue_id": queue.id},
+        )
         self.state.add(
             engine.Waiting(
                 conversation_id=conversation_id,
@@ -1409,6 +1416,28 @@ async def can_see_conversation(
         return True
     return routed.queue_id is not None and routed.queue_id in await agent_queue_ids(
         session, tenant, user_id
+    )
+
+
+async def visible_to(
+    session: AsyncSession, tenant: TenantContext, user_id: str
+) -> ColumnElement[bool]:
+    """``can_see_conversation`` as one SQL condition on ``Conversation``, for lists: assigned
+    or offered to the agent, or routed through a queue they belong to."""
+    queue_ids = sorted(await agent_queue_ids(session, tenant, user_id))
+    routed = select(_ROUTED.c.conversation_id).where(
+        _ROUTED.c.tenant_id == tenant.id,
+        or_(_ROUTED.c.agent_id == user_id, _ROUTED.c.queue_id.in_(queue_ids)),
+    )
+    return or_(Conversation.assignee_id == user_id, Conversation.id.in_(routed))
+
+
+def in_queues(tenant: TenantContext, queue_ids: Iterable[str]) -> ColumnElement[bool]:
+    """A condition on ``Conversation``: routed through one of ``queue_ids``."""
+    return Conversation.id.in_(
+        select(_ROUTED.c.conversation_id).where(
+            _ROUTED.c.tenant_id == tenant.id, _ROUTED.c.queue_id.in_(sorted(queue_ids))
+        )
     )
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import inspect, select
+from sqlalchemy import ColumnElement, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos.conversations.models import ACTIVE_STATUSES, Conversation
@@ -671,3 +671,64 @@ async def sla_states(
         hours = calendar if state.business_hours else None
         views[state.conversation_id] = view_of(state, moment, hours)
     return views
+
+
+AT_RISK = ("warning", "breached")
+
+
+def _nearest_due(state: ConversationSla) -> datetime | None:
+    dues = [
+        as_utc(getattr(state, f"{target}_due_at")) for target in TARGETS if _running(state, target)
+    ]
+    return min(dues, default=None)
+
+
+async def at_risk(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    where: Iterable[ColumnElement[bool]] = (),
+    limit: int = 50,
+) -> list[tuple[str, SlaView]]:
+    """The conversations whose SLA is at risk (``warning`` or ``breached`` now, with a target
+    still running), the soonest due first (the most overdue at the top), with their SLA.
+    ``where`` narrows them with conditions on ``Conversation`` (what an agent may see).
+
+    SQL keeps the clocks that run and have passed a warning moment (or fired one); the exact
+    state is then ``view_of``'s, the same the API shows.
+    """
+    moment = now()
+    warned = or_(
+        *(
+            or_(
+                getattr(ConversationSla, f"{target}_warned"),
+                getattr(ConversationSla, f"{target}_warn_at") <= moment,
+            )
+            for target in TARGETS
+        )
+    )
+    statement = (
+        select(ConversationSla)
+        .join(Conversation, Conversation.id == ConversationSla.conversation_id)
+        .where(
+            ConversationSla.tenant_id == tenant.id,
+            Conversation.tenant_id == tenant.id,
+            ConversationSla.closed_at.is_(None),
+            ConversationSla.paused_at.is_(None),
+            warned,
+            *where,
+        )
+    )
+    states = (await session.execute(statement)).scalars().all()
+    calendar = None
+    if any(state.business_hours for state in states):
+        _row, calendar = await get_business_hours(session, tenant)
+    found = []
+    for state in states:
+        view = view_of(state, moment, calendar if state.business_hours else None)
+        due = _nearest_due(state)
+        # A promise broken earlier with nothing left running is not at risk any more.
+        if view.state in AT_RISK and due is not None:
+            found.append((due, state.conversation_id, view))
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [(conversation_id, view) for _due, conversation_id, view in found[:limit]]

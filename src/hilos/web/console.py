@@ -17,6 +17,19 @@ Rules of the pages:
 * Errors are pages, not JSON: services' errors keep their 4xx status and message, and are
   raised as ``ConsoleError`` so that the request's transaction rolls back before
   ``render_console_error`` (installed by the app) draws the page.
+* Who sees what: a supervisor or an admin sees every conversation of the tenant; an agent
+  (role ``agent``) sees the conversations assigned or offered to them and those routed
+  through a queue they belong to (``routing.service.can_see_conversation``; lists use the
+  same rule as SQL, ``routing.service.visible_to``). Every page and every action on a
+  conversation checks it on the server: another queue's conversation is a 404 page, exactly
+  like another tenant's. The customer pages show an agent the conversations and timeline
+  messages of that customer they may see, nothing of the others.
+* The composer lists every channel that could carry the reply, each with the reason it
+  cannot now (``conversations.service.reply_options``), defaults to the channel the customer
+  last wrote on, and inserts canned responses rendered for the conversation (``canned``).
+* A ringing call pops up on every console page of the people who may take it
+  (``/console/calls/{id}``): supervisors and admins, agents who can see its conversation or
+  who belong to a queue serving phone calls.
 """
 
 from __future__ import annotations
@@ -24,37 +37,44 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import structlog
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 from hilos import __version__
 from hilos.channels import service as channels
-from hilos.channels.kinds import REPLY_IDENTITY_KINDS
-from hilos.channels.models import Channel
+from hilos.channels.kinds import CHANNEL_KINDS
+from hilos.conversations import canned
 from hilos.conversations import service as conversations
-from hilos.conversations.models import Conversation, Message
+from hilos.conversations.models import ACTIVE_STATUSES, Conversation, Message
 from hilos.core import service as core
+from hilos.core.clock import now
 from hilos.core.deps import DbSession
 from hilos.core.errors import HilosError, NotFound
-from hilos.core.tenancy import TenantContext
+from hilos.core.tenancy import TenantContext, get_owned
 from hilos.customers import service as customers
 from hilos.customers.api import customer_360
-from hilos.customers.models import Identity
+from hilos.routing import service as routing
+from hilos.routing import sla
+from hilos.routing.models import RoutingAgent
 from hilos.web import service
 from hilos.web.i18n import (
     LANGUAGE_COOKIE,
     LANGUAGES,
     N_,
+    VOCABULARY,
     choose_language,
     render,
     requested_language,
@@ -73,11 +93,31 @@ MAX_REPLY_LENGTH = 20_000
 # The customer sidebar of a conversation: their other conversations and latest events.
 SIDEBAR_CONVERSATIONS = 5
 SIDEBAR_ACTIVITY = 5
-# The inbox's tabs; "all" is every conversation that was not merged away.
+# The inbox's status tabs; "all" is every conversation that was not merged away.
 INBOX_FILTERS = ("open", "pending", "snoozed", "resolved", "all")
-# What an agent can set from the conversation page (snoozing needs a date: a later issue).
+# The inbox's views: whose conversations (the status tabs apply to each but ``at_risk``, whose
+# conversations have a running SLA clock whatever their status, soonest due first).
+INBOX_VIEWS = ("all", "mine", "unassigned", "queues", "channel", "at_risk")
+AT_RISK_PAGE_SIZE = 50
+# What an agent can set from the conversation page with one button (snoozing has its form).
 STATUS_ACTIONS = ("open", "pending", "resolved")
+MAX_NOTE_LENGTH = 5000
+# The routing decisions shown beside a conversation: the latest few.
+SIDEBAR_ROUTING = 5
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Why the composer cannot send on a channel now (``conversations.service.reply_options``).
+UNAVAILABLE_REASONS = {
+    conversations.CHANNEL_DISABLED: N_("This channel is disabled."),
+    conversations.NO_ADDRESS: N_("The customer has no address on this channel."),
+    conversations.NO_SERVICE_CONSENT: N_(
+        "The customer asked not to receive service messages on this channel."
+    ),
+    conversations.WHATSAPP_WINDOW_CLOSED: N_(
+        "WhatsApp's 24-hour window is closed: only an approved template can be sent there. "
+        "Reply on another channel."
+    ),
+}
+SEES_ALL_ROLES = ("admin", "supervisor")
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -220,6 +260,8 @@ def _page(
     status_code: int = 200,
 ) -> HTMLResponse:
     language = _language(request, agent)
+    # Read when the session was live: an error page is drawn after the rollback.
+    presence: str | None = getattr(request.state, "console_presence", None)
     html = render(
         language,
         template,
@@ -229,6 +271,10 @@ def _page(
             "timezone": agent.tenant.timezone if agent else "Europe/Madrid",
             "language_links": _language_links(request),
             "version": __version__,
+            # The presence switch of the top bar, for a user with an agent profile.
+            "presence": presence,
+            "presences": routing.PRESENCES,
+            "here": _here(request),
             **context,
         },
     )
@@ -256,6 +302,20 @@ def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+def _here(request: Request) -> str:
+    """The page a form on it comes back to (the presence switch): this console page."""
+    if request.method != "GET" or not request.url.path.startswith("/console"):
+        return "/console"
+    return f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
+
+
+def _console_path(value: str) -> str:
+    """``value`` if it is a path of the console, else the inbox: never a redirect elsewhere."""
+    if value.startswith("/console") and "//" not in value and "\\" not in value:
+        return value
+    return "/console"
+
+
 def static_files() -> StaticFiles:
     """The console's stylesheet and images, served by the app at ``/static``."""
     return StaticFiles(directory=STATIC_DIR)
@@ -269,7 +329,61 @@ async def _signed_in(request: Request, session: DbSession) -> SignedInAgent:
     if agent is None:
         raise SignInRequired()
     request.state.console_agent = agent
+    profile = await _agent_profile(session, agent)
+    request.state.console_presence = profile.presence if profile is not None else None
     return agent
+
+
+async def _agent_profile(session: AsyncSession, agent: SignedInAgent) -> RoutingAgent | None:
+    """The user's routing profile (presence, skills), if they take conversations."""
+    try:
+        return await routing.get_agent(session, agent.tenant, agent.user_id)
+    except NotFound:
+        return None
+
+
+def _sees_all(agent: SignedInAgent) -> bool:
+    return agent.role in SEES_ALL_ROLES
+
+
+async def _visibility(session: AsyncSession, agent: SignedInAgent) -> list[ColumnElement[bool]]:
+    """The conditions that narrow a list of conversations to what ``agent`` may see."""
+    if _sees_all(agent):
+        return []
+    return [await routing.visible_to(session, agent.tenant, agent.user_id)]
+
+
+async def _can_see(session: AsyncSession, agent: SignedInAgent, conversation: Conversation) -> bool:
+    return _sees_all(agent) or await routing.can_see_conversation(
+        session, agent.tenant, conversation=conversation, user_id=agent.user_id
+    )
+
+
+async def _visible_conversation(
+    session: AsyncSession, agent: SignedInAgent, conversation_id: str
+) -> Conversation:
+    """The conversation if ``agent`` may see it; ``NotFound`` (a 404 page) otherwise, the same
+    answer as for an id of another tenant."""
+    conversation = await conversations.get_conversation(session, agent.tenant, conversation_id)
+    if not await _can_see(session, agent, conversation):
+        raise NotFound(f"conversation {conversation_id} not found")
+    return conversation
+
+
+async def _visible_ids(
+    session: AsyncSession, agent: SignedInAgent, conversation_ids: Iterable[str]
+) -> set[str]:
+    """Which of ``conversation_ids`` ``agent`` may see (one query)."""
+    ids = sorted(set(conversation_ids))
+    if _sees_all(agent) or not ids:
+        return set(ids)
+    rows, _ = await conversations.list_conversations(
+        session,
+        agent.tenant,
+        where=[Conversation.id.in_(ids), *await _visibility(session, agent)],
+        limit=len(ids),
+    )
+    return {row.id for row in rows}
 
 
 Agent = Annotated[SignedInAgent, Depends(_signed_in, scope="function")]
@@ -441,44 +555,104 @@ async def inbox(
     request: Request,
     session: DbSession,
     agent: Agent,
+    view: Annotated[str, Query(max_length=16)] = "all",
     status: Annotated[str, Query(max_length=16)] = "open",
+    channel: Annotated[str, Query(max_length=16)] = "",
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
+    if view not in INBOX_VIEWS:
+        raise ConsoleError(422, N_("There is no such inbox view."), back="/console")
     if status not in INBOX_FILTERS:
         raise ConsoleError(422, N_("There is no such inbox filter."), back="/console")
-    rows, next_cursor = await conversations.list_conversations(
-        session,
-        agent.tenant,
-        status=None if status == "all" else status,
-        cursor=cursor or None,
-        limit=INBOX_PAGE_SIZE,
-    )
-    kinds = await conversations.channel_kinds_for(session, agent.tenant, rows)
-    cards = await _customer_cards(session, agent.tenant, (c.customer_id for c in rows))
-    users = await _user_names(session, agent.tenant)
+    tenant = agent.tenant
+    tenant_channels = await channels.list_channels(session, tenant)
+    channel_kinds = [kind for kind in CHANNEL_KINDS if any(c.kind == kind for c in tenant_channels)]
+    if view == "channel":
+        channel = channel or (channel_kinds[0] if channel_kinds else "")
+        if channel and channel not in CHANNEL_KINDS:
+            raise ConsoleError(422, N_("There is no such channel."), back="/console?view=channel")
+    where = await _visibility(session, agent)
+    queue_ids: set[str] = set()
+    if view == "queues":
+        queue_ids = await routing.agent_queue_ids(session, tenant, agent.user_id)
+        where.append(routing.in_queues(tenant, queue_ids))
+    rows: Sequence[Conversation]
+    next_cursor = None
+    if view == "at_risk":
+        risky = await sla.at_risk(session, tenant, where=where, limit=AT_RISK_PAGE_SIZE)
+        order = {conversation_id: n for n, (conversation_id, _) in enumerate(risky)}
+        found, _ = await conversations.list_conversations(
+            session, tenant, where=[Conversation.id.in_(list(order))], limit=len(order) or 1
+        )
+        rows = sorted(found, key=lambda c: order[c.id]) if order else []
+    elif view == "channel" and not channel:
+        rows = []
+    else:
+        rows, next_cursor = await conversations.list_conversations(
+            session,
+            tenant,
+            status=None if status == "all" else status,
+            assignee_id=agent.user_id if view == "mine" else None,
+            unassigned=view == "unassigned",
+            channel_kind=channel if view == "channel" else None,
+            cursor=cursor or None,
+            limit=INBOX_PAGE_SIZE,
+            where=where,
+        )
+    ids = [c.id for c in rows]
+    kinds = await conversations.channel_kinds_for(session, tenant, rows)
+    cards = await _customer_cards(session, tenant, (c.customer_id for c in rows))
+    users = await _user_names(session, tenant)
+    slas = await sla.sla_states(session, tenant, ids)
+    queue_names = {queue.id: queue.name for queue in await routing.list_queues(session, tenant)}
+    in_queue = await routing.queues_for(session, tenant, ids)
+
+    def link(**changes: str | None) -> str:
+        query: dict[str, str | None] = {
+            "view": view,
+            "status": status,
+            "channel": channel if view == "channel" else "",
+        }
+        query.update(changes)
+        return "/console?" + urlencode({k: v for k, v in query.items() if v})
+
     return _page(
         request,
         "inbox.html",
         {
             "nav": "inbox",
+            "view": view,
+            "views": [(name, link(view=name, channel=None, cursor=None)) for name in INBOX_VIEWS],
             "status": status,
-            "filters": INBOX_FILTERS,
+            "filters": [(name, link(status=name, cursor=None)) for name in INBOX_FILTERS],
+            "channel": channel,
+            "channel_links": [(kind, link(channel=kind)) for kind in channel_kinds],
+            "no_queues": view == "queues" and not queue_ids,
             "conversations": [
                 {
                     "conversation": c,
                     "customer": cards[c.customer_id],
                     "channel_kinds": _distinct(kinds.get(ch, "") for ch in c.channel_ids),
                     "assignee": users.get(c.assignee_id) if c.assignee_id else None,
+                    "queue": queue_names.get(in_queue.get(c.id) or ""),
+                    "sla": slas[c.id],
+                    "sla_due": _sla_due(slas[c.id]),
                 }
                 for c in rows
             ],
-            "next_page": f"/console?{urlencode({'status': status, 'cursor': next_cursor})}"
-            if next_cursor
-            else None,
-            "first_page": f"/console?{urlencode({'status': status})}" if cursor else None,
+            "next_page": link(cursor=next_cursor) if next_cursor else None,
+            "first_page": link(cursor=None) if cursor else None,
         },
         agent=agent,
     )
+
+
+def _sla_due(view: sla.SlaView) -> datetime | None:
+    """When the nearest running target falls due, as a moment to say "in 5 minutes" of (the
+    remaining time counts business hours under such a policy, so it is not a wall-clock date)."""
+    if view.remaining_seconds is None or view.state in (None, "met"):
+        return None
+    return now() + timedelta(seconds=view.remaining_seconds)
 
 
 def _distinct(values: Iterable[str]) -> list[str]:
@@ -488,29 +662,42 @@ def _distinct(values: Iterable[str]) -> list[str]:
 # --- one conversation -----------------------------------------------------------------------
 
 
-def _reply_channels(
-    all_channels: Sequence[Channel], conversation: Conversation, identities: Sequence[Identity]
-) -> list[Channel]:
-    """Channels worth offering for a reply: the conversation's own, then any other channel
-    that can reach one of the customer's identities (the service still has the last word)."""
-    held = {identity.kind for identity in identities}
-    usable = [
-        channel
-        for channel in all_channels
-        if channel.disabled_at is None
-        and REPLY_IDENTITY_KINDS.get(channel.kind)
-        and (
-            channel.id in conversation.channel_ids or held & set(REPLY_IDENTITY_KINDS[channel.kind])
+@dataclass(frozen=True, slots=True)
+class CannedChoice:
+    """A canned response as the composer offers it: rendered for this conversation."""
+
+    id: str
+    shortcut: str
+    title: str
+    text: str
+
+
+async def _canned_choices(
+    session: AsyncSession,
+    agent: SignedInAgent,
+    conversation: Conversation,
+    *,
+    languages: Sequence[str | None],
+) -> list[CannedChoice]:
+    responses = canned.pick_for(
+        await canned.list_responses(session, agent.tenant), languages=languages
+    )
+    if not responses:
+        return []
+    context = await canned.context_for(
+        session, agent.tenant, conversation=conversation, agent_name=agent.name
+    )
+    return [
+        CannedChoice(
+            id=r.id, shortcut=r.shortcut, title=r.title, text=canned.render(r.text, context)
         )
+        for r in responses
     ]
-    return sorted(usable, key=lambda channel: channel.id not in conversation.channel_ids)
 
 
-def _latest_inbound_channel(messages: Sequence[Message], conversation: Conversation) -> str | None:
-    for message in reversed(messages):
-        if message.direction == "inbound" and message.channel_id:
-            return message.channel_id
-    return conversation.last_channel_id
+def _local_input(moment: datetime, zone: ZoneInfo) -> str:
+    """``moment`` as a ``datetime-local`` field's value in the tenant's zone."""
+    return moment.astimezone(zone).strftime("%Y-%m-%dT%H:%M")
 
 
 @router.get("/console/conversations/{conversation_id}")
@@ -520,9 +707,10 @@ async def conversation_page(
     session: DbSession,
     agent: Agent,
     after: Annotated[str | None, Query(max_length=200)] = None,
+    canned_id: Annotated[str | None, Query(alias="canned", max_length=32)] = None,
 ) -> Response:
     tenant = agent.tenant
-    conversation = await conversations.get_conversation(session, tenant, conversation_id)
+    conversation = await _visible_conversation(session, agent, conversation_id)
     messages, later = await conversations.messages_of(
         session, tenant, conversation.id, after=after or None, limit=MESSAGES_PAGE_SIZE
     )
@@ -532,13 +720,39 @@ async def conversation_page(
         await customers.consent_history(session, tenant, customer.id)
     )
     customer_conversations, _ = await conversations.list_conversations(
-        session, tenant, customer_id=customer.id, limit=SIDEBAR_CONVERSATIONS + 1
+        session,
+        tenant,
+        customer_id=customer.id,
+        limit=SIDEBAR_CONVERSATIONS + 1,
+        where=await _visibility(session, agent),
     )
     activity = await customers.recent_timeline_events(
         session, tenant, customer.id, limit=SIDEBAR_ACTIVITY
     )
     tenant_channels = await channels.list_channels(session, tenant)
     users = await _user_names(session, tenant)
+    options = await conversations.reply_options(session, tenant, conversation)
+    language = _language(request, agent)
+    choices = await _canned_choices(
+        session, agent, conversation, languages=[customer.language, language, tenant.locale]
+    )
+    draft = ""
+    if canned_id:
+        # Without JavaScript the picker reloads the page with the response in the composer.
+        response = await canned.get_response(session, tenant, canned_id)
+        context = await canned.context_for(
+            session, tenant, conversation=conversation, agent_name=agent.name
+        )
+        draft = canned.render(response.text, context)
+    takes_conversations = request.state.console_presence is not None
+    active = conversation.status in ACTIVE_STATUSES
+    sees_all = _sees_all(agent)
+    queue_id = await routing.queue_of(session, tenant, conversation.id)
+    queues = await routing.list_queues(session, tenant)
+    zone = ZoneInfo(tenant.timezone)
+    moment = now()
+    decisions = list(await routing.routing_log(session, tenant, conversation.id))
+    sla_view = (await sla.sla_states(session, tenant, [conversation.id]))[conversation.id]
     return _page(
         request,
         "conversation.html",
@@ -557,10 +771,38 @@ async def conversation_page(
             ][:SIDEBAR_CONVERSATIONS],
             "activity": activity,
             "channels": {channel.id: channel for channel in tenant_channels},
-            "reply_channels": _reply_channels(tenant_channels, conversation, identities),
-            "default_channel_id": _latest_inbound_channel(messages, conversation),
+            "reply_options": options,
+            "default_channel_id": next((o.channel_id for o in options if o.default), None),
+            "last_channel_id": conversation.last_channel_id,
+            "unavailable_reasons": UNAVAILABLE_REASONS,
+            "canned": choices,
+            "draft": draft,
             "users": users,
             "status_actions": STATUS_ACTIONS,
+            "sla": sla_view,
+            "sla_due": _sla_due(sla_view),
+            "queue_name": next((q.name for q in queues if q.id == queue_id), None),
+            "assignee_name": users.get(conversation.assignee_id or ""),
+            # Supervisors assign and transfer anything; an agent transfers what is theirs, and
+            # takes what nobody has yet.
+            "can_transfer": active and (sees_all or conversation.assignee_id == agent.user_id),
+            "can_take": active
+            and takes_conversations
+            and conversation.assignee_id != agent.user_id
+            and (sees_all or conversation.assignee_id is None),
+            "transfer_agents": [
+                (row.id, user.name, row.presence)
+                for row, user in await routing.list_agents(session, tenant)
+            ],
+            "transfer_queues": [(queue.id, queue.name) for queue in queues],
+            "snooze_min": _local_input(moment, zone),
+            "snooze_default": _local_input(
+                (moment.astimezone(zone) + timedelta(days=1)).replace(
+                    hour=9, minute=0, second=0, microsecond=0
+                ),
+                zone,
+            ),
+            "routing_decisions": decisions[-SIDEBAR_ROUTING:],
         },
         agent=agent,
     )
@@ -568,6 +810,7 @@ async def conversation_page(
 
 @router.post("/console/conversations/{conversation_id}/reply")
 async def reply(
+    request: Request,
     conversation_id: str,
     session: DbSession,
     agent: FormAgent,
@@ -576,6 +819,7 @@ async def reply(
     private: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
     back = f"/console/conversations/{conversation_id}"
+    conversation = await _visible_conversation(session, agent, conversation_id)
     text = text.strip()
     if not text:
         raise ConsoleError(422, N_("Write a message before sending it."), back=back)
@@ -584,10 +828,22 @@ async def reply(
             422, N_("The message is too long: 20,000 characters at most."), back=back
         )
     is_note = bool(private)
+    if not is_note:
+        options = await conversations.reply_options(session, agent.tenant, conversation)
+        wanted = channel_id or next((o.channel_id for o in options if o.default), "")
+        chosen = next((o for o in options if o.channel_id == wanted), None)
+        # A channel that is no option (a phone line, another tenant's) is the service's to refuse.
+        if chosen is not None and not chosen.available and chosen.reason is not None:
+            gettext = translations(_language(request, agent)).gettext
+            words = VOCABULARY["channel"].get(chosen.kind, chosen.kind)
+            kind = gettext(words)
+            why = gettext(UNAVAILABLE_REASONS[chosen.reason])
+            raise ConsoleError(422, f"{kind} · {chosen.name}: {why}", back=back)
+        channel_id = wanted
     await conversations.reply(
         session,
         agent.tenant,
-        conversation_id=conversation_id,
+        conversation_id=conversation.id,
         text=text,
         attachments=[],
         private=is_note,
@@ -605,12 +861,159 @@ async def change_status(
     status: Annotated[str, Form(max_length=16)] = "",
 ) -> Response:
     back = f"/console/conversations/{conversation_id}"
+    conversation = await _visible_conversation(session, agent, conversation_id)
     if status not in STATUS_ACTIONS:
         raise ConsoleError(422, N_("Choose open, pending or resolved."), back=back)
     await conversations.update_conversation(
-        session, agent.tenant, conversation_id=conversation_id, changes={"status": status}
+        session, agent.tenant, conversation_id=conversation.id, changes={"status": status}
     )
     return _redirect(back)
+
+
+def _parse_local(value: str, zone: ZoneInfo) -> datetime | None:
+    """A ``datetime-local`` value (``2026-11-24T09:00``) in the tenant's zone, as UTC."""
+    try:
+        local = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if local.tzinfo is not None:
+        return None
+    try:
+        return local.replace(tzinfo=zone).astimezone(UTC)
+    except OverflowError:  # the first or last day of the calendar
+        return None
+
+
+@router.post("/console/conversations/{conversation_id}/snooze")
+async def snooze(
+    conversation_id: str,
+    session: DbSession,
+    agent: FormAgent,
+    until: Annotated[str, Form(max_length=40)] = "",
+) -> Response:
+    """Snooze until a moment typed in the tenant's time zone (the zone the page shows)."""
+    back = f"/console/conversations/{conversation_id}"
+    conversation = await _visible_conversation(session, agent, conversation_id)
+    moment = _parse_local(until, ZoneInfo(agent.tenant.timezone)) if until else None
+    if moment is None:
+        raise ConsoleError(422, N_("Choose the day and time to snooze until."), back=back)
+    if moment <= now():
+        raise ConsoleError(422, N_("Choose a moment in the future to snooze until."), back=back)
+    await conversations.update_conversation(
+        session,
+        agent.tenant,
+        conversation_id=conversation.id,
+        changes={"status": "snoozed", "snoozed_until": moment},
+    )
+    return _redirect(back)
+
+
+@router.post("/console/conversations/{conversation_id}/transfer")
+async def transfer(
+    conversation_id: str,
+    session: DbSession,
+    agent: FormAgent,
+    target: Annotated[str, Form(max_length=40)] = "",
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    """Assign to an agent, or put in a queue's line, with a note (routing's ``transfer``)."""
+    back = f"/console/conversations/{conversation_id}"
+    conversation = await _visible_conversation(session, agent, conversation_id)
+    kind, _, target_id = target.partition(":")
+    if kind not in ("agent", "queue") or not target_id:
+        raise ConsoleError(422, N_("Choose an agent or a queue."), back=back)
+    note = note.strip()
+    if len(note) > MAX_NOTE_LENGTH:
+        raise ConsoleError(422, N_("The note is too long: 5,000 characters at most."), back=back)
+    await routing.transfer(
+        session,
+        agent.tenant,
+        conversation_id=conversation.id,
+        agent_id=target_id if kind == "agent" else None,
+        queue_id=target_id if kind == "queue" else None,
+        note=note,
+        by_user_id=agent.user_id,
+        by_agent=not _sees_all(agent),
+    )
+    # An agent who handed it to another queue may no longer see it.
+    return _redirect(back if await _can_see(session, agent, conversation) else "/console")
+
+
+@router.post("/console/conversations/{conversation_id}/take")
+async def take(conversation_id: str, session: DbSession, agent: FormAgent) -> Response:
+    """The agent assigns the conversation to themselves (it waits in one of their queues)."""
+    back = f"/console/conversations/{conversation_id}"
+    conversation = await _visible_conversation(session, agent, conversation_id)
+    if await _agent_profile(session, agent) is None:
+        raise ConsoleError(409, N_("Only agents take conversations."), back=back)
+    if conversation.assignee_id == agent.user_id:
+        return _redirect(back)
+    if conversation.assignee_id is not None and not _sees_all(agent):
+        raise ConsoleError(409, N_("Someone else already has this conversation."), back=back)
+    await routing.transfer(
+        session,
+        agent.tenant,
+        conversation_id=conversation.id,
+        agent_id=agent.user_id,
+        queue_id=None,
+        note="",
+        by_user_id=agent.user_id,
+        by_agent=False,
+    )
+    return _redirect(back)
+
+
+# --- presence and calls ---------------------------------------------------------------------
+
+
+@router.post("/console/presence")
+async def change_presence(
+    session: DbSession,
+    agent: FormAgent,
+    status: Annotated[str, Form(max_length=16)] = "",
+    next_page: Annotated[str, Form(alias="next", max_length=2000)] = "/console",
+) -> Response:
+    """The presence switch of the top bar: online, away or offline (routing's presence)."""
+    back = _console_path(next_page)
+    if status not in routing.PRESENCES:
+        raise ConsoleError(422, N_("Choose online, away or offline."), back=back)
+    if await _agent_profile(session, agent) is None:
+        raise ConsoleError(409, N_("Only agents have a presence."), back=back)
+    await routing.set_presence(session, agent.tenant, agent_id=agent.user_id, status=status)
+    return _redirect(back)
+
+
+async def _takes_calls(session: AsyncSession, agent: SignedInAgent) -> bool:
+    queues = await routing.list_queues(session, agent.tenant, visible_to=agent.user_id)
+    return any("phone" in queue.channel_kinds for queue in queues)
+
+
+@router.get("/console/calls/{message_id}")
+async def call_pop(request: Request, message_id: str, session: DbSession, agent: Agent) -> Response:
+    """The screen pop of a ringing call (a fragment the page shows over itself): who calls,
+    with links to their conversation and their 360° view. A 404 for anyone who may not take
+    the call (see the module docstring) and once the call stopped ringing."""
+    tenant = agent.tenant
+    call = await get_owned(session, Message, message_id, tenant, what="call")
+    if call.kind != "call" or (call.data or {}).get("status") != "ringing":
+        raise NotFound(f"call {message_id} not found")
+    conversation = await conversations.get_conversation(session, tenant, call.conversation_id)
+    can_open = await _can_see(session, agent, conversation)
+    if not can_open and not await _takes_calls(session, agent):
+        raise NotFound(f"call {message_id} not found")
+    customer = await customers.get_customer(session, tenant, conversation.customer_id)
+    caller = (call.address or "").split(":", 1)[-1]
+    return _page(
+        request,
+        "call_pop.html",
+        {
+            "call": call,
+            "caller": caller,
+            "customer": customer,
+            "conversation": conversation if can_open else None,
+        },
+        agent=agent,
+    )
 
 
 # --- customers ------------------------------------------------------------------------------
@@ -658,6 +1061,24 @@ async def customer_page(
         survivor = await customers.live_customer(session, agent.tenant, customer_id)
         return _redirect(f"/console/customers/{survivor.id}")
     view = await customer_360(session, agent.tenant, customer)
+    if not _sees_all(agent):
+        # An agent sees the customer, and of their conversations only those they may open.
+        visible = await _visible_ids(
+            session,
+            agent,
+            [c.id for c in view.open_conversations]
+            + [item.conversation_id for item in view.timeline if item.conversation_id],
+        )
+        view = view.model_copy(
+            update={
+                "open_conversations": [c for c in view.open_conversations if c.id in visible],
+                "timeline": [
+                    item
+                    for item in view.timeline
+                    if item.conversation_id is None or item.conversation_id in visible
+                ],
+            }
+        )
     return _page(
         request,
         "customer.html",

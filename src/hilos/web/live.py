@@ -41,9 +41,10 @@ from hilos.web import service
 from hilos.web.console import SESSION_COOKIE
 from hilos.web.service import SignedInAgent
 
-# Every change of a conversation or of one of its messages; routing's and SLA's events about a
-# conversation belong here too as they come (``conversation.assigned``...).
-LIVE_TOPICS = ("message.>", "conversation.>")
+# Every change of a conversation or of one of its messages (routing's ``conversation.assigned``
+# and ``conversation.offered`` among them), SLA warnings and breaches, and agents' presence
+# (the supervisor view's figures); calls, whose ``call.ringing`` is the console's screen pop.
+LIVE_TOPICS = ("message.>", "conversation.>", "sla.>", "agent.presence", "call.>")
 FANOUT_NAME = "console"
 QUEUE_SIZE = 100
 STREAM_LIFETIME = 300.0

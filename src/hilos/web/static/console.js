@@ -1,10 +1,12 @@
 /*
- * Live updates of the agent console (server side: hilos/web/live.py).
+ * The agent console's behaviour in the browser: live updates, the screen pop of ringing calls,
+ * canned responses in the composer and keyboard shortcuts. Every page works without it.
  *
- * A page that updates live says so on its body: data-live="inbox" or data-live="conversation"
- * (with data-conversation-id). This script listens to /console/events, which says only what
- * changed (a topic and ids); when a change concerns the page, it fetches the same page again
- * with the agent's cookie and puts the fresh parts in place:
+ * Live updates (server side: hilos/web/live.py). A page that updates live says so on its body:
+ * data-live="inbox" or data-live="conversation" (with data-conversation-id). This script
+ * listens to /console/events, which says only what changed (a topic and ids); when a change
+ * concerns the page, it fetches the same page again with the agent's cookie and puts the
+ * fresh parts in place:
  *   - [data-live-region]: replaced whole when it changed (inbox rows, status, customer sidebar);
  *   - [data-live-list]: merged item by item by id, so a thread gains its new messages at the
  *     end and a message whose delivery state moved is redrawn alone;
@@ -13,6 +15,18 @@
  * Nothing else is touched: a reply being typed stays as it is. The words it shows come from
  * the page (data-* of #live-status), which the server wrote in the agent's language.
  *
+ * Screen pop. On every console page, a call.ringing event fetches /console/calls/<id>, which
+ * answers with the pop-up (who calls, links to the conversation and the customer 360) only if
+ * this agent may take the call; it goes into #screen-pops and leaves when dismissed (its
+ * button or Esc) or when the call ends unanswered.
+ *
+ * Canned responses. The composer's picker (#canned-select) inserts the chosen response, already
+ * rendered for this conversation by the server, where the cursor is; typing /shortcut in the
+ * reply lists the matching responses, and Tab inserts the one that matches.
+ *
+ * Keyboard: g i (inbox), g c (customers), / (search customers), r (reply), ? (the list of
+ * shortcuts at the foot of every page), Esc (close the newest call pop-up).
+ *
  * Without JavaScript, or without EventSource, the console works the same, only not live.
  */
 (function () {
@@ -20,13 +34,244 @@
 
   var body = document.body;
   var page = body.getAttribute("data-live");
-  if (!page || !window.EventSource || !window.fetch || !window.DOMParser) {
+
+  // --- canned responses in the composer ------------------------------------------------------
+
+  var replyText = document.getElementById("reply-text");
+  var cannedSelect = document.getElementById("canned-select");
+  var suggestions = document.getElementById("canned-suggestions");
+  var canned = [];
+  if (cannedSelect) {
+    Array.prototype.forEach.call(cannedSelect.options, function (option) {
+      if (option.value) {
+        canned.push({
+          shortcut: option.getAttribute("data-shortcut"),
+          text: option.getAttribute("data-text"),
+          label: option.textContent
+        });
+      }
+    });
+  }
+
+  function insertText(text, start, end) {
+    replyText.focus();
+    if (start === undefined) {
+      start = replyText.selectionStart;
+      end = replyText.selectionEnd;
+    }
+    replyText.setRangeText(text, start, end, "end");
+    hideSuggestions();
+  }
+
+  // The "/shortcut" being typed just before the cursor, if any.
+  function typedShortcut() {
+    var before = replyText.value.slice(0, replyText.selectionStart);
+    var match = /(^|\s)\/([a-z0-9_-]*)$/.exec(before);
+    if (!match) {
+      return null;
+    }
+    return { prefix: match[2], start: before.length - match[2].length - 1 };
+  }
+
+  function matching(typed) {
+    return canned.filter(function (item) {
+      return item.shortcut.indexOf(typed.prefix) === 0;
+    });
+  }
+
+  function hideSuggestions() {
+    if (suggestions) {
+      suggestions.hidden = true;
+      suggestions.textContent = "";
+    }
+  }
+
+  function showSuggestions() {
+    var typed = typedShortcut();
+    var found = typed ? matching(typed).slice(0, 6) : [];
+    if (!found.length) {
+      hideSuggestions();
+      return;
+    }
+    suggestions.textContent = "";
+    found.forEach(function (item) {
+      var entry = document.createElement("li");
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "quiet";
+      button.textContent = item.label;
+      button.addEventListener("click", function () {
+        var now = typedShortcut();
+        if (now) {
+          insertText(item.text, now.start, replyText.selectionStart);
+        } else {
+          insertText(item.text);
+        }
+      });
+      entry.appendChild(button);
+      suggestions.appendChild(entry);
+    });
+    suggestions.hidden = false;
+  }
+
+  if (replyText && canned.length) {
+    replyText.addEventListener("input", showSuggestions);
+    replyText.addEventListener("keydown", function (event) {
+      if (event.key !== "Tab" || event.shiftKey) {
+        return;
+      }
+      var typed = typedShortcut();
+      if (!typed) {
+        return;
+      }
+      var found = matching(typed);
+      var exact = found.filter(function (item) {
+        return item.shortcut === typed.prefix;
+      });
+      var chosen = exact.length ? exact[0] : found.length === 1 ? found[0] : null;
+      if (chosen) {
+        event.preventDefault();
+        insertText(chosen.text, typed.start, replyText.selectionStart);
+      }
+    });
+    cannedSelect.addEventListener("change", function () {
+      var option = cannedSelect.options[cannedSelect.selectedIndex];
+      if (option && option.value) {
+        insertText(option.getAttribute("data-text"));
+        cannedSelect.value = "";
+      }
+    });
+    document.getElementById("canned-form").addEventListener("submit", function (event) {
+      event.preventDefault();
+      var option = cannedSelect.options[cannedSelect.selectedIndex];
+      if (option && option.value) {
+        insertText(option.getAttribute("data-text"));
+        cannedSelect.value = "";
+      }
+    });
+  }
+
+  // --- screen pops ---------------------------------------------------------------------------
+
+  var pops = document.getElementById("screen-pops");
+
+  function dismissPop(pop) {
+    if (pop && pop.parentNode) {
+      pop.remove();
+    }
+  }
+
+  if (pops) {
+    pops.addEventListener("click", function (event) {
+      var button = event.target.closest ? event.target.closest("[data-dismiss-pop]") : null;
+      if (button) {
+        dismissPop(button.closest(".screen-pop"));
+      }
+    });
+  }
+
+  function popCall(messageId) {
+    if (!pops || !messageId || document.getElementById("call-" + messageId)) {
+      return;
+    }
+    fetch("/console/calls/" + encodeURIComponent(messageId), {
+      credentials: "same-origin",
+      headers: { Accept: "text/html" }
+    })
+      .then(function (response) {
+        // 404: not a call this agent takes, or it stopped ringing.
+        return response.ok && !response.redirected ? response.text() : null;
+      })
+      .then(function (html) {
+        if (html === null || document.getElementById("call-" + messageId)) {
+          return;
+        }
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        var pop = fresh.querySelector(".screen-pop");
+        if (pop) {
+          pops.appendChild(document.adoptNode(pop));
+        }
+      })
+      .catch(function () {
+        // A pop-up missed is not worth more than the call itself: nothing to retry.
+      });
+  }
+
+  // --- keyboard shortcuts --------------------------------------------------------------------
+
+  var pendingG = 0;
+
+  function typing(target) {
+    if (!target || !target.tagName) {
+      return false;
+    }
+    var tag = target.tagName.toLowerCase();
+    return tag === "input" || tag === "textarea" || tag === "select" || target.isContentEditable;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && pops && pops.lastElementChild) {
+      dismissPop(pops.lastElementChild);
+      return;
+    }
+    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) {
+      return;
+    }
+    if (typing(event.target)) {
+      return;
+    }
+    var key = event.key;
+    if (pendingG && Date.now() - pendingG < 1500) {
+      pendingG = 0;
+      if (key === "i") {
+        event.preventDefault();
+        window.location.href = "/console";
+        return;
+      }
+      if (key === "c") {
+        event.preventDefault();
+        window.location.href = "/console/customers";
+        return;
+      }
+    }
+    pendingG = 0;
+    if (key === "g") {
+      pendingG = Date.now();
+    } else if (key === "/") {
+      event.preventDefault();
+      var search = document.getElementById("q");
+      if (search) {
+        search.focus();
+        search.select();
+      } else {
+        window.location.href = "/console/customers";
+      }
+    } else if (key === "r" && replyText) {
+      event.preventDefault();
+      replyText.focus();
+    } else if (key === "?") {
+      var help = document.getElementById("shortcuts");
+      if (help) {
+        event.preventDefault();
+        help.open = !help.open;
+        if (help.open) {
+          help.querySelector("summary").focus();
+        }
+      }
+    }
+  });
+
+  // --- live updates --------------------------------------------------------------------------
+
+  if (!window.EventSource || !window.fetch || !window.DOMParser) {
     return;
   }
   var conversationId = body.getAttribute("data-conversation-id");
-  var indicator = document.getElementById("live-status");
-  // The inbox lists conversations by their last activity and status.
-  var INBOX_TOPICS = /^(message\.(received|queued)|conversation\.)/;
+  // Pages that do not update live still hear calls; the indicator is a live page's alone.
+  var indicator = page ? document.getElementById("live-status") : null;
+  // The inbox lists conversations by their last activity, status, assignee and SLA.
+  var INBOX_TOPICS = /^(message\.(received|queued)|conversation\.|sla\.)/;
+  var CALL_OVER = /^call\.(ended|missed|voicemail)$/;
   var source = null;
   var loading = false;
   var again = false;
@@ -57,6 +302,9 @@
   }
 
   function concerns(change) {
+    if (!page) {
+      return false;
+    }
     if (change.topic === "ready" || change.topic === "refresh") {
       return true;
     }
@@ -201,6 +449,11 @@
       }
       if (change.topic === "ready") {
         show("connected");
+      }
+      if (change.topic === "call.ringing") {
+        popCall(change.message_id);
+      } else if (CALL_OVER.test(change.topic) && change.message_id) {
+        dismissPop(document.getElementById("call-" + change.message_id));
       }
       if (concerns(change)) {
         refresh();
