@@ -2,26 +2,20 @@
 them and those routed through their queues; any other is a 404, as another tenant's is.
 Supervisors and admins see all of their tenant's.
 
-API keys are not bound to users yet, so no key speaks for an agent today; these tests bind an
-agent-role key to a user the way a personal key would (a dependency override that adds the
-user to the key's principal) and check what the API does for such a caller. An agent-role key
-bound to nobody (an integration's) keeps seeing the tenant's conversations, as documented in
-``hilos.conversations.api``.
+A key created for a user (``POST /v1/api-keys`` with ``user_id``) acts as that user. An
+agent-role key bound to nobody (an integration's) keeps seeing the tenant's conversations, as
+documented in ``hilos.conversations.api``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import Request
 
-from hilos.core import deps
-from hilos.core.auth import Principal
 from tests.conftest import TenantHandle, add_channel, inbound
 from tests.routing.helpers import conversation, create_agent, create_queue
 
@@ -29,32 +23,20 @@ BindKey = Callable[[str], Awaitable[dict[str, str]]]
 
 
 @pytest.fixture
-async def bind_key(
-    app: Any, client: httpx.AsyncClient, tenant: TenantHandle
-) -> AsyncIterator[BindKey]:
-    """``await bind_key(user_id)``: headers of a new agent-role key that speaks for the user."""
-    owners: dict[str, str] = {}
-
-    async def principal(request: Request) -> Principal:
-        found = await deps._current_principal(request)
-        owner = owners.get(found.key_id or "")
-        return dataclasses.replace(found, user_id=owner) if owner else found
+def bind_key(client: httpx.AsyncClient, tenant: TenantHandle) -> BindKey:
+    """``await bind_key(user_id)``: headers of a new agent-role key of that user."""
 
     async def bind(user_id: str) -> dict[str, str]:
         created = await client.post(
             "/v1/api-keys",
-            json={"name": f"key of {user_id}", "role": "agent"},
+            json={"name": f"key of {user_id}", "role": "agent", "user_id": user_id},
             headers=tenant.headers,
         )
         assert created.status_code == 201, created.text
-        owners[created.json()["id"]] = user_id
+        assert created.json()["user_id"] == user_id
         return {"Authorization": f"Bearer {created.json()['key']}"}
 
-    app.dependency_overrides[deps._current_principal] = principal
-    try:
-        yield bind
-    finally:
-        app.dependency_overrides.pop(deps._current_principal, None)
+    return bind
 
 
 async def role_key(client: httpx.AsyncClient, tenant: TenantHandle, role: str) -> dict[str, str]:
@@ -198,3 +180,23 @@ async def test_supervisors_admins_and_integration_keys_see_every_conversation(
     as_ana = await bind_key(ana)
     assert await listed(client, as_ana) == []
     assert (await client.get(f"/v1/conversations/{queued}", headers=as_ana)).status_code == 404
+
+
+async def test_a_users_key_cannot_have_more_rights_than_the_user_nor_name_another_tenants(
+    client: httpx.AsyncClient, tenant: TenantHandle, make_tenant: Any
+) -> None:
+    agent = await create_agent(client, tenant, "clara@tienda.es")
+    too_much = await client.post(
+        "/v1/api-keys",
+        json={"name": "clara admin", "role": "admin", "user_id": agent},
+        headers=tenant.headers,
+    )
+    assert too_much.status_code == 422
+    assert too_much.json()["error"]["field"] == "role"
+    other = await make_tenant("Otra")
+    foreign = await client.post(
+        "/v1/api-keys",
+        json={"name": "x", "role": "agent", "user_id": agent},
+        headers=other.headers,
+    )
+    assert foreign.status_code == 404

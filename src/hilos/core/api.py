@@ -41,7 +41,7 @@ async def create_api_key(
     body: ApiKeyCreate, session: DbSession, principal: AdminPrincipal
 ) -> ApiKeyCreated:
     row, key = await service.create_api_key(
-        session, tenant=principal.tenant, name=body.name, role=body.role
+        session, tenant=principal.tenant, name=body.name, role=body.role, user_id=body.user_id
     )
     return ApiKeyCreated(**ApiKeyOut.model_validate(row).model_dump(), key=key)
 

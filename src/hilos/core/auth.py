@@ -109,7 +109,10 @@ async def authenticate(request: Request, session: AsyncSession) -> Principal:
         raise Unauthorized("the API key is unknown or revoked")
     api_key, tenant = row
     principal = Principal(
-        tenant=TenantContext.from_row(tenant), role=api_key.role, key_id=api_key.id
+        tenant=TenantContext.from_row(tenant),
+        role=api_key.role,
+        key_id=api_key.id,
+        user_id=api_key.user_id,
     )
     cache.put(key_hash, principal)
     return principal

@@ -56,6 +56,8 @@ class ApiKey(Base):
     # The first characters of the key, shown in listings so a person can tell keys apart.
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # A key a person uses (an agent's own tools) acts as that user: it sees what they see.
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = created_column()
     revoked_at: Mapped[datetime | None]
 

@@ -65,6 +65,8 @@ class TenantUpdate(Strict):
 class ApiKeyCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     role: Role = "agent"
+    # The user the key acts as (their visibility); none for an integration's key.
+    user_id: str | None = Field(default=None, max_length=32)
 
 
 class ApiKeyOut(BaseModel):
@@ -74,6 +76,7 @@ class ApiKeyOut(BaseModel):
     name: str
     role: Role
     prefix: str
+    user_id: str | None = None
     created_at: datetime
     revoked_at: datetime | None
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hilos.core.clock import now
-from hilos.core.errors import Conflict, NotFound
+from hilos.core.errors import Conflict, Invalid, NotFound
 from hilos.core.ids import new_id
 from hilos.core.models import ApiKey, Tenant, User
 from hilos.core.security import hash_api_key, hash_password, new_api_key
@@ -57,9 +57,26 @@ async def update_tenant(
     return row
 
 
+_ROLE_RANK = {"agent": 0, "supervisor": 1, "admin": 2}
+
+
 async def create_api_key(
-    session: AsyncSession, *, tenant: TenantContext, name: str, role: str
+    session: AsyncSession,
+    *,
+    tenant: TenantContext,
+    name: str,
+    role: str,
+    user_id: str | None = None,
 ) -> tuple[ApiKey, str]:
+    """A new key, shown once. With ``user_id`` it acts as that user (an agent sees only their
+    queues' conversations) and can have no more rights than the user has."""
+    if user_id is not None:
+        user = await get_owned(session, User, user_id, tenant, what="user")
+        if _ROLE_RANK[role] > _ROLE_RANK.get(user.role, 0):
+            raise Invalid(
+                f"a key of user {user_id} cannot have more rights than the user ({user.role})",
+                field="role",
+            )
     key = new_api_key()
     row = ApiKey(
         id=new_id(),
@@ -68,6 +85,7 @@ async def create_api_key(
         role=role,
         prefix=key[:10],
         key_hash=hash_api_key(key),
+        user_id=user_id,
         created_at=now(),
     )
     session.add(row)

@@ -50,11 +50,22 @@ router = APIRouter(prefix="/v1", tags=["routing"])
 
 
 def _agent_view(principal: Principal) -> str | None:
-    """``None`` for a caller who sees the whole tenant; else the agent's user id (empty for an
-    agent-role key that is no one's, who sees no queue)."""
+    """``None`` for a caller who sees the whole tenant; else the agent's user id. An agent-role
+    key that is no one's (an integration's) reads the tenant's queues, as it reads its
+    conversations (``conversations.api``), and manages nothing."""
+    if principal.at_least("supervisor") or principal.user_id is None:
+        return None
+    return principal.user_id
+
+
+def _acting_agent(principal: Principal) -> str | None:
+    """Whose offers and presence the caller may change: ``None`` for supervisors and admins
+    (anyone's), an agent's own user id, and nobody's for a key that is no one's."""
     if principal.at_least("supervisor"):
         return None
-    return principal.user_id or ""
+    if principal.user_id is None:
+        raise Forbidden("this key acts for no agent: use a supervisor key or an agent's own key")
+    return principal.user_id
 
 
 def _queue_out(row: RoutingQueue, members: Sequence[str]) -> QueueOut:
@@ -310,9 +321,9 @@ async def set_presence(
 ) -> AgentOut:
     """Online, away or offline. Coming online offers the agent the best waiting conversations
     at once; going away or offline hands their outstanding offers to others."""
-    viewer = _agent_view(principal)
-    if viewer is not None and viewer != agent_id:
-        await service.get_agent(session, principal.tenant, agent_id)
+    await service.get_agent(session, principal.tenant, agent_id)
+    actor = _acting_agent(principal)
+    if actor is not None and actor != agent_id:
         raise Forbidden("an agent can change only their own presence")
     await service.set_presence(session, principal.tenant, agent_id=agent_id, status=body.status)
     return await _one_agent(session, principal.tenant, agent_id)
@@ -342,7 +353,7 @@ async def list_offers(
 async def accept_offer(offer_id: str, session: DbSession, principal: CurrentPrincipal) -> object:
     """Take the conversation: it is assigned to the offer's agent."""
     return await service.accept_offer(
-        session, principal.tenant, offer_id=offer_id, agent_id=_agent_view(principal)
+        session, principal.tenant, offer_id=offer_id, agent_id=_acting_agent(principal)
     )
 
 
@@ -350,7 +361,7 @@ async def accept_offer(offer_id: str, session: DbSession, principal: CurrentPrin
 async def reject_offer(offer_id: str, session: DbSession, principal: CurrentPrincipal) -> object:
     """Pass: the conversation is offered to the next agent at once."""
     return await service.reject_offer(
-        session, principal.tenant, offer_id=offer_id, agent_id=_agent_view(principal)
+        session, principal.tenant, offer_id=offer_id, agent_id=_acting_agent(principal)
     )
 
 
