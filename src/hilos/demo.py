@@ -50,6 +50,8 @@ from hilos.core.settings import Settings
 from hilos.core.tenancy import TenantContext
 from hilos.customers import service as customers
 from hilos.models import metadata
+from hilos.routing import service as routing
+from hilos.routing import sla
 
 DEMO_TENANT_NAME = "Tienda Demo"
 DEMO_LOGIN_EMAIL = "admin@tienda-demo.es"
@@ -1061,6 +1063,59 @@ async def delete_tenant(session: AsyncSession, tenant_id: str) -> None:
     await session.execute(delete(Tenant).where(Tenant.id == tenant_id))
 
 
+async def contact_center(
+    session: AsyncSession, tenant: TenantContext, agent_ids: list[str]
+) -> None:
+    """Queues, agent profiles, business hours and an SLA policy, so the supervisor view and
+    the SLA views have something to show once the worker relays the history's events."""
+    messaging = ["whatsapp", "messenger", "instagram", "telegram", "sms", "web_chat", "email"]
+    await routing.create_queue(
+        session,
+        tenant,
+        fields={"name": "Atención al cliente", "skills": {"es": 1}, "channel_kinds": messaging},
+    )
+    await routing.create_queue(
+        session,
+        tenant,
+        fields={"name": "Teléfono", "skills": {"es": 1}, "channel_kinds": ["phone"]},
+    )
+    for index, agent_id in enumerate(agent_ids):
+        await routing.create_agent(
+            session,
+            tenant,
+            email=None,
+            name=None,
+            user_id=agent_id,
+            password=None,
+            locale=None,
+            skills={"es": 3, "en": 2 if index % 2 == 0 else 0},
+            secondary_skills={},
+            capacity={},
+        )
+    weekdays = [["09:00", "14:00"], ["16:00", "20:00"]]
+    await sla.set_business_hours(
+        session,
+        tenant,
+        timezone=None,
+        weekly={
+            **dict.fromkeys(("mon", "tue", "wed", "thu", "fri"), weekdays),
+            "sat": [["10:00", "14:00"]],
+        },
+        holidays=["2026-12-08", "2026-12-25", "2027-01-01", "2027-01-06"],
+    )
+    await sla.create_policy(
+        session,
+        tenant,
+        name="Mensajería y email",
+        channel_kinds=None,
+        priority=None,
+        first_response_seconds=2 * 3600,
+        next_response_seconds=4 * 3600,
+        resolution_seconds=3 * 86_400,
+        business_hours=True,
+    )
+
+
 async def build(session: AsyncSession, console: Console, *, count: int) -> tuple[str, str]:
     """Create the demo tenant and ``count`` customers; return its id and admin API key."""
     tenant_row, api_key = await create_tenant(session, name=DEMO_TENANT_NAME)
@@ -1081,6 +1136,8 @@ async def build(session: AsyncSession, console: Console, *, count: int) -> tuple
         if role == "agent":
             agents.append((user.id, name.split()[0]))
     console.print(f"  {len(STAFF)} console users (1 admin, 1 supervisor, {len(agents)} agents)")
+    await contact_center(session, tenant, [agent_id for agent_id, _ in agents])
+    console.print("  2 queues, business hours and an SLA policy")
 
     rng = random.Random(SEED)
     real_now = clock.now()

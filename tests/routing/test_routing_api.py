@@ -701,3 +701,24 @@ async def test_a_hand_off_routes_a_conversation_and_agents_transfer_only_their_o
     assert log[-1]["reason"] == (
         "transferred to agent Bruno by Ana: Te lo paso, habla de devoluciones"
     )
+
+
+async def test_a_new_conversation_taken_by_hand_before_routing_stays_with_its_agent(
+    app: Any, client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    channel = await add_channel(client, tenant, "whatsapp")
+    await create_queue(client, tenant, "Soporte ES", auto_assign=True)
+    ana = await create_agent(client, tenant, "ana@tienda.es")
+    bruno = await create_agent(client, tenant, "bruno@tienda.es", online=False)
+    conversation_id = await write(client, tenant, channel, "+34600100299", "wamid.k1")
+    taken = await client.patch(
+        f"/v1/conversations/{conversation_id}",
+        json={"assignee_id": bruno},
+        headers=tenant.headers,
+    )
+    assert taken.status_code == 200, taken.text
+    await app.state.worker.run_once()
+    kept = await conversation(client, tenant, conversation_id)
+    assert kept["assignee"] == bruno
+    assert kept["assignee"] != ana
+    assert actions(await routing_log(client, tenant, conversation_id)) == ["kept"]

@@ -987,6 +987,17 @@ class Round:
         if conversation.status not in ACTIVE_STATUSES or conversation.last_channel_id is None:
             await self._settle_arrival(conversation_id, existing)
             return False
+        if why == "new conversation" and conversation.assignee_id is not None:
+            # Someone took it by hand before routing got to it (or it was imported with its
+            # agent): theirs it stays.
+            await self.log(
+                conversation_id,
+                "kept",
+                f"already assigned to {await self.agent_name(conversation.assignee_id)}",
+                agent_id=conversation.assignee_id,
+            )
+            await self._settle_arrival(conversation_id, existing)
+            return False
         kind = await channel_kind_of(self.session, self.tenant, conversation.last_channel_id)
         customer = await customers.get_customer(self.session, self.tenant, conversation.customer_id)
         language = _language(customer.language) or self.tenant.locale
