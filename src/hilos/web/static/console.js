@@ -268,7 +268,10 @@
   }
   var conversationId = body.getAttribute("data-conversation-id");
   // Pages that do not update live still hear calls; the indicator is a live page's alone.
-  var indicator = page ? document.getElementById("live-status") : null;
+  var indicator =
+    page || body.hasAttribute("data-supervisor-live")
+      ? document.getElementById("live-status")
+      : null;
   // The inbox lists conversations by their last activity, status, assignee and SLA.
   var INBOX_TOPICS = /^(message\.(received|queued)|conversation\.|sla\.)/;
   var CALL_OVER = /^call\.(ended|missed|voicemail)$/;
@@ -450,6 +453,8 @@
       if (change.topic === "ready") {
         show("connected");
       }
+      // Other scripts of the page (the supervisor view) follow the same stream.
+      document.dispatchEvent(new CustomEvent("hilos:change", { detail: change }));
       if (change.topic === "call.ringing") {
         popCall(change.message_id);
       } else if (CALL_OVER.test(change.topic) && change.message_id) {

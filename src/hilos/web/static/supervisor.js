@@ -1,12 +1,12 @@
 /*
  * Live updates of the supervisor view (server side: hilos/web/supervisor.py and live.py).
  *
- * The page's body carries data-supervisor-live. This script listens to /console/events,
- * which says only what changed (a topic and ids); when conversations, agents' presence or
- * SLAs change it fetches the page again with the supervisor's cookie and replaces each
- * [data-live-region] whose content changed. Between two refreshes it counts every
- * [data-seconds] duration (waits, idle times) up by itself, once a second. The words it shows
- * come from the page (data-* of #live-status), which the server wrote in the reader's language.
+ * The page's body carries data-supervisor-live. console.js holds the page's one connection to
+ * /console/events (which says only what changed: a topic and ids) and passes each change on as
+ * a "hilos:change" event; when conversations, agents' presence or SLAs change this script
+ * fetches the page again with the supervisor's cookie and replaces each [data-live-region]
+ * whose content changed. Between two refreshes it counts every [data-seconds] duration (waits,
+ * idle times) up by itself, once a second.
  *
  * Without JavaScript, or without EventSource, the page works the same, only not live.
  */
@@ -14,33 +14,13 @@
   "use strict";
 
   var body = document.body;
-  if (!body.hasAttribute("data-supervisor-live") || !window.EventSource || !window.fetch ||
-      !window.DOMParser) {
+  if (!body.hasAttribute("data-supervisor-live") || !window.fetch || !window.DOMParser) {
     return;
   }
-  var indicator = document.getElementById("live-status");
   var TOPICS = /^(conversation\.|message\.(received|queued|noted)|agent\.|sla\.)/;
-  var source = null;
   var loading = false;
   var again = false;
-
-  function show(state) {
-    if (!indicator) {
-      return;
-    }
-    indicator.hidden = false;
-    indicator.textContent = indicator.getAttribute("data-" + state) || "";
-    indicator.setAttribute("data-state", state);
-    body.setAttribute("data-live-state", state);
-  }
-
-  function stop() {
-    if (source) {
-      source.close();
-      source = null;
-    }
-    show("stopped");
-  }
+  var stopped = false;
 
   function two(n) {
     return (n < 10 ? "0" : "") + n;
@@ -101,8 +81,9 @@
       headers: { Accept: "text/html" }
     })
       .then(function (response) {
+        // Signed out, or no longer a supervisor: stop rather than guess.
         if (!response.ok || response.redirected) {
-          stop();
+          stopped = true;
           return null;
         }
         return response.text();
@@ -117,39 +98,20 @@
       })
       .then(function () {
         loading = false;
-        if (again && source) {
+        if (again && !stopped) {
           again = false;
           refresh();
         }
       });
   }
 
-  function connect() {
-    source = new EventSource("/console/events");
-    source.onmessage = function (event) {
-      var change;
-      try {
-        change = JSON.parse(event.data);
-      } catch (error) {
-        return;
-      }
-      if (change.topic === "ready") {
-        show("connected");
-      }
-      if (change.topic === "ready" || change.topic === "refresh" || TOPICS.test(change.topic)) {
-        refresh();
-      }
-    };
-    source.onerror = function () {
-      if (source && source.readyState === EventSource.CLOSED) {
-        stop();
-      } else {
-        show("reconnecting");
-      }
-    };
-  }
+  document.addEventListener("hilos:change", function (event) {
+    var topic = event.detail && event.detail.topic;
+    if (!stopped && (topic === "ready" || topic === "refresh" || TOPICS.test(topic || ""))) {
+      refresh();
+    }
+  });
 
   tick();
   window.setInterval(tick, 1000);
-  connect();
 })();
