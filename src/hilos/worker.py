@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import structlog
@@ -57,32 +59,42 @@ class Worker:
         self._wakeup.set()
 
     async def run_once(self) -> dict[str, int]:
-        """Do everything that is due now; return what was done (for tests and logs)."""
-        async with self.sessionmaker() as session, session.begin():
-            woken = await wake_snoozed(session)
-        try:
-            mail_read = await poll_mailboxes(self.sessionmaker, wakeup=self.wake)
-        except Exception:  # a mailbox's trouble must not hold up replies and events
-            log.exception("worker.imap_failed")
-            mail_read = 0
-        delivered = await deliver_due(self.sessionmaker, self.http_client())
-        sla_fired = await sla.fire_due(self.sessionmaker)
-        published = 0
-        while True:
-            batch = await relay(self.sessionmaker, self.bus)
-            published += batch
-            if batch == 0:
-                break
+        """Do everything that is due now; return what was done (for tests and logs).
+
+        Each stage runs on even if another fails (logged): a provider's or a mailbox's
+        trouble must not hold up the outbox, and the outbox must not hold up replies.
+        """
+        done: dict[str, int] = {}
+
+        async def stage(name: str, work: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                result = await work()
+            except Exception:
+                log.exception("worker.stage_failed", stage=name)
+                return
+            if isinstance(result, dict):
+                done.update(result)
+            else:
+                done[name] = int(result)
+
+        async def snoozes() -> int:
+            async with self.sessionmaker() as session, session.begin():
+                return await wake_snoozed(session)
+
+        async def outbox() -> int:
+            published = 0
+            while (batch := await relay(self.sessionmaker, self.bus)) > 0:
+                published += batch
+            return published
+
+        await stage("woken", snoozes)
+        await stage("mail_read", lambda: poll_mailboxes(self.sessionmaker, wakeup=self.wake))
+        await stage("delivery", lambda: deliver_due(self.sessionmaker, self.http_client()))
+        await stage("sla_fired", lambda: sla.fire_due(self.sessionmaker))
+        await stage("published", outbox)
         # What the relay's routing consumer noted (arrivals, freed capacity), and due timers.
-        routed = await routing.run_due(self.sessionmaker)
-        return {
-            "published": published,
-            "woken": woken,
-            "mail_read": mail_read,
-            "sla_fired": sla_fired,
-            **routed,
-            **delivered,
-        }
+        await stage("routing", lambda: routing.run_due(self.sessionmaker))
+        return done
 
     async def run_forever(self) -> None:
         log.info("worker.started")

@@ -223,6 +223,13 @@ async def _deliver(
         return await _record_failure(
             sessionmaker, item, TemporaryFailure(f"{type(error).__name__}: {error}")
         )
+    except Exception as error:  # an adapter's bug: retried, then failed, never lost
+        log.exception("delivery.adapter_error", message_id=item.message_id)
+        return await _record_failure(
+            sessionmaker,
+            item,
+            TemporaryFailure(f"unexpected {type(error).__name__}", code="adapter_error"),
+        )
     await _record_sent(sessionmaker, item, tenant, message, sent)
     return "sent"
 
