@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hilos.analytics import models as analytics_models
 from hilos.channels import models as channels_models
 from hilos.conversations import canned_models
 from hilos.conversations import models as conversations_models
@@ -16,6 +17,7 @@ from hilos.web import models as web_models
 metadata = Base.metadata
 
 __all__ = [
+    "analytics_models",
     "canned_models",
     "channels_models",
     "conversations_models",

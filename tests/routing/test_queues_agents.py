@@ -329,6 +329,7 @@ async def test_routing_settings_have_defaults_and_validate_changes(
         "sticky_window_seconds": 7 * 86_400,
         "ageing_seconds_per_priority": 120,
         "tier_priorities": {"vip": 3, "platinum": 3, "gold": 2, "silver": 1},
+        "negative_sentiment_points": 2,
     }
     changed = await client.patch(
         "/v1/routing/settings",

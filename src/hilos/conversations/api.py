@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hilos.analytics import sentiment
 from hilos.channels.kinds import ChannelKind
 from hilos.conversations import receipts, service
 from hilos.conversations.models import Conversation
@@ -32,6 +33,7 @@ from hilos.conversations.schemas import (
     MessagePage,
     ReceiptIn,
     ReplyIn,
+    SentimentOut,
     SlaOut,
 )
 from hilos.core.auth import Principal
@@ -100,6 +102,7 @@ async def conversation_views(
     kinds = await service.channel_kinds_for(session, tenant, conversations)
     slas = await sla.sla_states(session, tenant, [c.id for c in conversations])
     queues = await routing.queues_for(session, tenant, [c.id for c in conversations])
+    moods = await sentiment.latest_of(session, tenant, [c.id for c in conversations])
     return [
         ConversationOut(
             id=c.id,
@@ -117,6 +120,11 @@ async def conversation_views(
             assignee=c.assignee_id,
             queue=queues.get(c.id),
             sla=SlaOut.model_validate(slas[c.id]),
+            sentiment=(
+                SentimentOut(score=moods[c.id], label=sentiment.label_of(moods[c.id]))
+                if c.id in moods
+                else None
+            ),
         )
         for c in conversations
     ]

@@ -75,6 +75,13 @@ class SlaOut(BaseModel):
     resolution_due_at: datetime | None = None
 
 
+class SentimentOut(BaseModel):
+    """How the customer's latest scored message sounded (``analytics.sentiment``)."""
+
+    score: float
+    label: Literal["negative", "neutral", "positive"]
+
+
 class ConversationOut(BaseModel):
     id: str
     customer_id: str
@@ -93,6 +100,8 @@ class ConversationOut(BaseModel):
     assignee: str | None = None
     queue: str | None = None
     sla: SlaOut = Field(default_factory=SlaOut)
+    # Null until a customer message with text has been scored.
+    sentiment: SentimentOut | None = None
 
 
 class ConversationPage(BaseModel):

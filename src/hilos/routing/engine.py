@@ -10,9 +10,9 @@ taken in a row see each other.
 The rules:
 
 - **Place in line.** Every waiting conversation has a ``rank``, a moment: when it started
-  waiting, moved earlier by the tenant's ageing step for each priority point (queue priority
-  plus customer tier), or ``SLA_LEAD`` seconds before its SLA falls due if that is earlier.
-  Lower goes first. Because the rank never changes while the conversation waits, a
+  waiting, moved earlier by the tenant's ageing step for each priority point (queue priority,
+  customer tier, negative sentiment), or ``SLA_LEAD`` seconds before its SLA falls due if that
+  is earlier. Lower goes first. Because the rank never changes while the conversation waits, a
   low-priority conversation that has waited longer than the boost of a fresh high-priority one
   goes before it: that is the ageing that keeps anything from starving, at the price of
   nothing (the lines stay sorted without re-scoring).

@@ -18,6 +18,7 @@ from hilos.core.db import Base, created_column, id_column, tenant_column
 DEFAULT_STICKY_WINDOW_SECONDS = 7 * 86_400
 DEFAULT_AGEING_SECONDS = 120
 DEFAULT_TIER_PRIORITIES: dict[str, int] = {"vip": 3, "platinum": 3, "gold": 2, "silver": 1}
+DEFAULT_NEGATIVE_SENTIMENT_POINTS = 2
 
 
 class RoutingQueue(Base):
@@ -174,5 +175,12 @@ class RoutingSettings(Base):
     # Customer trait ``tier`` → priority points.
     tier_priorities: Mapped[dict[str, Any]] = mapped_column(
         default=lambda: dict(DEFAULT_TIER_PRIORITIES)
+    )
+    # Priority points of a conversation whose latest customer message sounds clearly negative
+    # (``analytics.sentiment``, at or below ``routing.service.UPSET_AT``).
+    negative_sentiment_points: Mapped[int] = mapped_column(
+        Integer,
+        default=DEFAULT_NEGATIVE_SENTIMENT_POINTS,
+        server_default=str(DEFAULT_NEGATIVE_SENTIMENT_POINTS),
     )
     updated_at: Mapped[datetime] = created_column()

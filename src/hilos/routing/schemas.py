@@ -275,9 +275,11 @@ class RoutingSettingsOut(BaseModel):
     sticky_window_seconds: int
     ageing_seconds_per_priority: int
     tier_priorities: dict[str, int]
+    negative_sentiment_points: int
 
 
 class RoutingSettingsUpdate(Strict):
     sticky_window_seconds: int | None = Field(default=None, ge=0, le=365 * 86_400)
     ageing_seconds_per_priority: int | None = Field(default=None, ge=0, le=86_400)
     tier_priorities: dict[SkillName, Annotated[int, Field(ge=0, le=10)]] | None = None
+    negative_sentiment_points: int | None = Field(default=None, ge=0, le=10)

@@ -58,6 +58,7 @@ from sqlalchemy import ColumnElement, Table, func, insert, or_, select, text, up
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hilos.analytics import sentiment
 from hilos.channels.service import channel_kind as channel_kind_of
 from hilos.channels.service import kinds_of
 from hilos.conversations import service as conversations
@@ -74,6 +75,7 @@ from hilos.customers import service as customers
 from hilos.routing import engine, sla
 from hilos.routing.models import (
     DEFAULT_AGEING_SECONDS,
+    DEFAULT_NEGATIVE_SENTIMENT_POINTS,
     DEFAULT_STICKY_WINDOW_SECONDS,
     DEFAULT_TIER_PRIORITIES,
     QueueMember,
@@ -94,6 +96,10 @@ IN_LINE = ("waiting", "offered")
 # A pass that never runs out (the agent who transferred a conversation away).
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
 PRESENCES = ("online", "away", "offline")
+# A conversation whose latest customer message scores at or below this (``analytics.sentiment``:
+# a complaint, anger; "no funciona" is -0.54, "¡Es una vergüenza!" -0.67) gets the tenant's
+# ``negative_sentiment_points``.
+UPSET_AT = -0.4
 
 
 @cache
@@ -132,6 +138,7 @@ async def routing_settings(session: AsyncSession, tenant: TenantContext) -> Rout
             sticky_window_seconds=DEFAULT_STICKY_WINDOW_SECONDS,
             ageing_seconds_per_priority=DEFAULT_AGEING_SECONDS,
             tier_priorities=dict(DEFAULT_TIER_PRIORITIES),
+            negative_sentiment_points=DEFAULT_NEGATIVE_SENTIMENT_POINTS,
             updated_at=clock_now(),
         )
     return row
@@ -1021,6 +1028,12 @@ class Round:
         if sticky:
             sticky_agent = await self._last_agent(conversation.customer_id)
         points = _customer_points(customer.traits, self.settings.tier_priorities)
+        mood = (await sentiment.latest_of(self.session, self.tenant, [conversation_id])).get(
+            conversation_id
+        )
+        if mood is not None and mood <= UPSET_AT:
+            points += self.settings.negative_sentiment_points
+            reason += f"; upset customer (sentiment {mood:+.2f})"
         sla_due = await _sla_due(self.session, self.tenant, conversation_id)
         rank = engine.rank_of(
             waiting_since=self.at,
@@ -1065,6 +1078,8 @@ class Round:
                 update(_ROUTED).where(_ROUTED.c.conversation_id == conversation_id).values(**values)
             )
         details: dict[str, Any] = {"channel_kind": kind, "language": language, "priority": points}
+        if mood is not None:
+            details["sentiment"] = mood
         if sticky_agent:
             reason += f"; last agent {sticky_agent}"
             details["sticky_agent_id"] = sticky_agent
