@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hilos.analytics import models as analytics_models
 from hilos.channels import models as channels_models
+from hilos.commerce import models as commerce_models
 from hilos.conversations import canned_models
 from hilos.conversations import models as conversations_models
 from hilos.core import models as core_models
@@ -20,6 +21,7 @@ __all__ = [
     "analytics_models",
     "canned_models",
     "channels_models",
+    "commerce_models",
     "conversations_models",
     "core_models",
     "customers_models",
