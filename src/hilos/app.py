@@ -29,6 +29,8 @@ from hilos.channels.smtp_server import serve_smtp
 from hilos.channels.store import router as stores_router
 from hilos.channels.webchat_api import router as webchat_router
 from hilos.channels.webhooks import router as webhooks_router
+from hilos.commerce.catalog_api import router as catalog_router
+from hilos.commerce.stock_api import router as stock_router
 from hilos.conversations.api import router as conversations_router
 from hilos.conversations.canned_api import router as canned_router
 from hilos.core.api import router as tenant_router
@@ -199,6 +201,8 @@ def create_app(
         customers_router,
         conversations_router,
         canned_router,
+        catalog_router,
+        stock_router,
         routing_router,
         sla_router,
         supervisor_api_router,

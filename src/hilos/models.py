@@ -5,6 +5,7 @@ from __future__ import annotations
 from hilos.analytics import models as analytics_models
 from hilos.channels import models as channels_models
 from hilos.commerce import models as commerce_models
+from hilos.commerce import pricing_models, stock_models
 from hilos.conversations import canned_models
 from hilos.conversations import models as conversations_models
 from hilos.core import models as core_models
@@ -26,8 +27,10 @@ __all__ = [
     "core_models",
     "customers_models",
     "metadata",
+    "pricing_models",
     "routing_models",
     "sla_models",
+    "stock_models",
     "tasks_models",
     "web_models",
 ]

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hilos.channels.delivery import deliver_due
 from hilos.channels.imap import poll_mailboxes
 from hilos.channels.registry import load_adapters
+from hilos.commerce import stock
 from hilos.conversations.service import wake_snoozed
 from hilos.core.bus import Bus
 from hilos.core.outbox import relay
@@ -91,6 +92,7 @@ class Worker:
         await stage("mail_read", lambda: poll_mailboxes(self.sessionmaker, wakeup=self.wake))
         await stage("delivery", lambda: deliver_due(self.sessionmaker, self.http_client()))
         await stage("sla_fired", lambda: sla.fire_due(self.sessionmaker))
+        await stage("reservations_expired", lambda: stock.expire_due(self.sessionmaker))
         await stage("published", outbox)
         # What the relay's routing consumer noted (arrivals, freed capacity), and due timers.
         await stage("routing", lambda: routing.run_due(self.sessionmaker))
