@@ -41,6 +41,7 @@ from hilos.core.clock import now
 from hilos.core.errors import Conflict, HilosError, Invalid, NotFound
 from hilos.core.ids import new_id
 from hilos.core.outbox import emit
+from hilos.core.rawsql import numbered
 from hilos.core.tenancy import TenantContext
 from hilos.customers.service import insert_for
 
@@ -591,6 +592,18 @@ async def reserve(
         raise Invalid("quantity must be a positive whole number", field="quantity")
     if ttl_seconds <= 0 or ttl_seconds > MAX_TTL_SECONDS:
         raise Invalid(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}", field="ttl_seconds")
+    if session.get_bind().dialect.name == "postgresql":
+        fast = await _reserve_in_one_statement(
+            session,
+            tenant,
+            sku=sku,
+            location=location,
+            quantity=quantity,
+            ttl_seconds=ttl_seconds,
+            reference=reference,
+        )
+        if fast is not None:
+            return fast
     place = await resolve(session, tenant, sku=sku, location=location)
     moment = now()
     level = (
@@ -635,6 +648,108 @@ async def reserve(
         safety_stock=level[2],
     )
     return reservation
+
+
+# PostgreSQL takes, records and announces a reservation in one statement: the hot row's lock
+# is then held for that statement and the commit only, not for four round trips (measured:
+# 330 reservations/s with 50 clients on 100 hot SKUs through the four-statement path).
+_RESERVE_PG = numbered(
+    """
+WITH place AS (
+    SELECT v.id AS variant_id, l.id AS location_id
+    FROM variants AS v
+    JOIN locations AS l ON l.tenant_id = v.tenant_id AND l.code = :location
+    WHERE v.tenant_id = :tenant_id AND v.sku = :sku
+),
+level AS (
+    UPDATE stock_levels AS s
+    SET reserved = s.reserved + :quantity, updated_at = :now
+    FROM place
+    WHERE s.tenant_id = :tenant_id AND s.variant_id = place.variant_id
+      AND s.location_id = place.location_id
+      AND s.on_hand - s.reserved - s.safety_stock >= :quantity
+    RETURNING s.variant_id, s.location_id, s.on_hand, s.reserved, s.safety_stock
+),
+held AS (
+    INSERT INTO reservations (
+        id, tenant_id, variant_id, location_id, sku, location_code, quantity, status,
+        reference, expires_at, created_at, updated_at
+    )
+    SELECT :reservation_id, CAST(:tenant_id AS varchar), level.variant_id, level.location_id,
+        CAST(:sku AS varchar), CAST(:location AS varchar), CAST(:quantity AS integer), 'held',
+        :reference, :expires_at, :now, :now
+    FROM level
+    RETURNING id
+),
+event AS (
+    INSERT INTO outbox_events (id, tenant_id, topic, payload, created_at)
+    SELECT :event_id, CAST(:tenant_id AS varchar), 'stock.changed',
+        json_build_object(
+            'sku', CAST(:sku AS varchar),
+            'location', CAST(:location AS varchar),
+            'on_hand', level.on_hand,
+            'reserved', level.reserved,
+            'safety_stock', level.safety_stock,
+            'available', GREATEST(level.on_hand - level.reserved - level.safety_stock, 0)
+        ),
+        :now
+    FROM level
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM place) AS known, (SELECT id FROM held) AS reservation_id,
+    (SELECT variant_id FROM level) AS variant_id, (SELECT location_id FROM level) AS location_id
+"""
+)
+
+
+async def _reserve_in_one_statement(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    sku: str,
+    location: str,
+    quantity: int,
+    ttl_seconds: int,
+    reference: str | None,
+) -> Reservation | None:
+    """The reservation, ``out_of_stock``, or ``None`` when the SKU or the location is unknown
+    (the reference path then names which)."""
+    moment = now()
+    values: dict[str, Any] = {
+        "tenant_id": tenant.id,
+        "sku": sku,
+        "location": location,
+        "quantity": quantity,
+        "reservation_id": new_id(),
+        "reference": reference,
+        "expires_at": moment + timedelta(seconds=ttl_seconds),
+        "event_id": new_id(),
+        "now": moment,
+    }
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    statement, parameters = _RESERVE_PG
+    row = await driver.fetchrow(statement, *(values[name] for name in parameters))
+    if row is None or not row["known"]:
+        return None
+    if row["reservation_id"] is None:
+        raise Conflict(f"{sku} is out of stock at {location} for {quantity}", code="out_of_stock")
+    session.info["outbox_written"] = True
+    return Reservation(
+        id=row["reservation_id"],
+        tenant_id=tenant.id,
+        variant_id=row["variant_id"],
+        location_id=row["location_id"],
+        sku=sku,
+        location_code=location,
+        quantity=quantity,
+        status="held",
+        reference=reference,
+        expires_at=values["expires_at"],
+        created_at=moment,
+        updated_at=moment,
+    )
 
 
 async def get_reservation(
