@@ -567,9 +567,11 @@ async def run_load(
     headers: Mapping[str, str],
     inspect: Inspector | None = None,
     request_timeout: float = 30.0,
+    method: str = "POST",
 ) -> LoadResult:
     """Send ``calls`` in order over ``concurrency`` keep-alive connections; stop when all are
-    answered or after ``max_seconds``, whichever comes first.
+    answered or after ``max_seconds``, whichever comes first. ``method="GET"`` sends
+    ``Call.path`` (with its query) and no body.
 
     A 2xx answer counts as completed; ``inspect`` may look at its body and return a label that
     is counted in ``LoadResult.tags`` (for example "duplicate"). Anything else is an error.
@@ -595,7 +597,7 @@ async def run_load(
                 sent = time.perf_counter()
                 try:
                     status, body = await asyncio.wait_for(
-                        connection.request("POST", call.path, call.body, call.headers),
+                        connection.request(method, call.path, call.body, call.headers),
                         request_timeout,
                     )
                 except (OSError, asyncio.IncompleteReadError, TimeoutError, RuntimeError) as error:

@@ -28,12 +28,11 @@ Targets (the project's issue): at least 1 000 reservations/s with 50 clients on 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -43,7 +42,6 @@ from _common import (
     DEFAULT_POSTGRES_URL,
     Call,
     Column,
-    Connection,
     CpuMeter,
     CpuUse,
     LoadResult,
@@ -289,69 +287,9 @@ def plan_availability(count: int, *, skus: int, seed: int) -> list[Call]:
     return calls
 
 
-async def run_get_load(
-    port: int,
-    calls: Sequence[Call],
-    *,
-    concurrency: int,
-    max_seconds: float,
-    headers: Mapping[str, str],
-    request_timeout: float = 30.0,
-) -> LoadResult:
-    """``_common.run_load`` for GET requests (it only sends POST): the same bounds and the same
-    result, with ``Call.path`` as the path and query."""
-    result = LoadResult(planned=len(calls))
-    next_index = 0
-    started = time.perf_counter()
-    cpu_started = time.process_time()
-    deadline = started + max_seconds
-
-    async def worker() -> None:
-        nonlocal next_index
-        connection: Connection | None = None
-        try:
-            while next_index < len(calls):
-                if time.perf_counter() >= deadline:
-                    result.stopped_by_clock = True
-                    return
-                call = calls[next_index]
-                next_index += 1
-                if connection is None:
-                    connection = await Connection.open(port, headers=headers)
-                sent = time.perf_counter()
-                try:
-                    status, body = await asyncio.wait_for(
-                        connection.request("GET", call.path), request_timeout
-                    )
-                except (OSError, asyncio.IncompleteReadError, TimeoutError, RuntimeError) as error:
-                    result.errors += 1
-                    if len(result.error_samples) < 5:
-                        result.error_samples.append(repr(error))
-                    await connection.close()
-                    connection = None
-                    continue
-                latency = time.perf_counter() - sent
-                result.latencies.append(latency)
-                result.latencies_by_tag.setdefault(call.tag, []).append(latency)
-                result.timeline.append((sent - started, latency, call.tag))
-                result.statuses[status] += 1
-                if 200 <= status < 300:
-                    result.completed += 1
-                    answer = json.loads(body)
-                    if not answer.get("locations"):
-                        result.tags["no locations"] += 1
-                else:
-                    result.errors += 1
-                    if len(result.error_samples) < 5:
-                        result.error_samples.append(f"{status} {body[:300]!r}")
-        finally:
-            if connection is not None:
-                await connection.close()
-
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-    result.elapsed = time.perf_counter() - started
-    result.client_cpu = time.process_time() - cpu_started
-    return result
+def count_empty_answers(call: Call, status: int, body: bytes) -> str | None:
+    """An availability answer without any location (a SKU stocked nowhere) is counted."""
+    return None if json.loads(body).get("locations") else "no locations"
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -468,23 +406,26 @@ async def measure_availability(
     server: Server, *, workers: int, headers: dict[str, str], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    await run_get_load(
+    await run_load(
         server.port,
         plan_availability(args.warmup, skus=args.skus, seed=args.seed + 200),
         concurrency=max(levels),
         max_seconds=args.max_seconds,
         headers=headers,
+        method="GET",
     )
     rows = []
     for index, concurrency in enumerate(levels):
         calls = plan_availability(args.lookups, skus=args.skus, seed=args.seed + 300 + index)
         meter = await CpuMeter.start(server.pid, database_url=args.postgres_url)
-        result = await run_get_load(
+        result = await run_load(
             server.port,
             calls,
             concurrency=concurrency,
             max_seconds=args.max_seconds,
             headers=headers,
+            inspect=count_empty_answers,
+            method="GET",
         )
         row = row_for(
             part="availability",
