@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from hilos.channels import calls
 from hilos.channels.base import (
     BadPayload,
     CallEvent,
@@ -136,8 +137,6 @@ async def store(
                 )
             wakeup()
         elif isinstance(item, CallEvent):
-            from hilos.channels import calls  # type: ignore[attr-defined,unused-ignore]
-
             async with sessionmaker() as session, session.begin():
                 await calls.record_call_event(session, channel, item)
             stored.calls += 1

@@ -97,13 +97,7 @@ async def channel_info(engine: AsyncEngine, channel_id: str) -> ChannelInfo:
             ).first()
         if row is None:
             raise NotFound(f"channel {channel_id} not found")
-        info = ChannelInfo(
-            id=row[0].id,
-            tenant=TenantContext.from_row(row[1]),
-            kind=row[0].kind,
-            config=dict(row[0].config),
-            disabled=row[0].disabled_at is not None,
-        )
+        info = _info(row[0], TenantContext.from_row(row[1]))
         if len(_INFO_CACHE) > 10_000:
             _INFO_CACHE.clear()
         _INFO_CACHE[channel_id] = (time.monotonic() + WEBHOOK_CACHE_SECONDS, info)

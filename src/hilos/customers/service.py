@@ -651,9 +651,6 @@ async def move_customer_rows(
     return list(moved.scalars().all())
 
 
-_move_rows = move_customer_rows
-
-
 # PostgreSQL moves the three tables in one statement (data-modifying CTEs).
 _MOVE_OWN_ROWS_PG = text(
     """
@@ -675,11 +672,11 @@ async def _move_own_rows(session: AsyncSession, *, from_id: str, to_id: str) -> 
     """Move this domain's rows (identities, timeline, consents) to the survivor."""
     if session.get_bind().dialect.name != "postgresql":
         return {
-            "identities": await _move_rows(session, Identity, from_id=from_id, to_id=to_id),
-            "timeline_events": await _move_rows(
+            "identities": await move_customer_rows(session, Identity, from_id=from_id, to_id=to_id),
+            "timeline_events": await move_customer_rows(
                 session, TimelineEvent, from_id=from_id, to_id=to_id
             ),
-            "consents": await _move_rows(session, Consent, from_id=from_id, to_id=to_id),
+            "consents": await move_customer_rows(session, Consent, from_id=from_id, to_id=to_id),
         }
     moved: dict[str, Any] = {"identities": [], "timeline_events": [], "consents": []}
     rows = await session.execute(_MOVE_OWN_ROWS_PG, {"from_id": from_id, "to_id": to_id})
@@ -794,13 +791,15 @@ async def unmerge(
                 merged_id=merged.id,
                 record=moved[participant.name],
             )
-    await _move_rows(
+    await move_customer_rows(
         session, Identity, from_id=survivor.id, to_id=merged.id, ids=moved["identities"]
     )
-    await _move_rows(
+    await move_customer_rows(
         session, TimelineEvent, from_id=survivor.id, to_id=merged.id, ids=moved["timeline_events"]
     )
-    await _move_rows(session, Consent, from_id=survivor.id, to_id=merged.id, ids=moved["consents"])
+    await move_customer_rows(
+        session, Consent, from_id=survivor.id, to_id=merged.id, ids=moved["consents"]
+    )
     traits = dict(survivor.traits or {})
     for key in moved.get("filled_traits", []):
         if key in traits and traits[key] == (merged.traits or {}).get(key):
