@@ -126,4 +126,5 @@ async def test_the_360_view_does_not_grow_with_history(
     with statements(engine) as large:
         view = await client.get(url, headers=tenant.headers)
     assert {item["channel_kind"] for item in view.json()["timeline"]} == set(kinds)
-    assert 5 <= len(large) == len(small) <= 8, large
+    # The open cart and its lines are one statement of the nine.
+    assert 5 <= len(large) == len(small) <= 9, large

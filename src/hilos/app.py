@@ -29,7 +29,10 @@ from hilos.channels.smtp_server import serve_smtp
 from hilos.channels.store import router as stores_router
 from hilos.channels.webchat_api import router as webchat_router
 from hilos.channels.webhooks import router as webhooks_router
+from hilos.commerce.carts_api import router as carts_router
 from hilos.commerce.catalog_api import router as catalog_router
+from hilos.commerce.loyalty_api import router as loyalty_router
+from hilos.commerce.orders_api import router as orders_router
 from hilos.commerce.stock_api import router as stock_router
 from hilos.conversations.api import router as conversations_router
 from hilos.conversations.canned_api import router as canned_router
@@ -41,11 +44,13 @@ from hilos.core.errors import HilosError
 from hilos.core.logging import RequestIdMiddleware
 from hilos.core.settings import Settings
 from hilos.customers.api import router as customers_router
+from hilos.integrations.api import router as webhook_endpoints_router
 from hilos.routing.api import router as routing_router
 from hilos.routing.sla_api import router as sla_router
 from hilos.routing.supervisor_api import router as supervisor_api_router
 from hilos.tasks.api import router as tasks_router
 from hilos.tracking.api import router as tracking_router
+from hilos.web.commerce_pages import router as commerce_pages_router
 from hilos.web.console import ConsoleError, render_console_error, static_files
 from hilos.web.console import router as console_router
 from hilos.web.live import router as console_live_router
@@ -203,6 +208,10 @@ def create_app(
         canned_router,
         catalog_router,
         stock_router,
+        loyalty_router,
+        carts_router,
+        orders_router,
+        webhook_endpoints_router,
         routing_router,
         sla_router,
         supervisor_api_router,
@@ -211,6 +220,7 @@ def create_app(
         console_router,
         console_live_router,
         supervisor_router,
+        commerce_pages_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from hilos.analytics import models as analytics_models
 from hilos.channels import models as channels_models
+from hilos.commerce import (
+    cart_models,
+    loyalty_models,
+    order_models,
+    pricing_models,
+    stock_models,
+)
 from hilos.commerce import models as commerce_models
-from hilos.commerce import pricing_models, stock_models
 from hilos.conversations import canned_models
 from hilos.conversations import models as conversations_models
 from hilos.core import models as core_models
 from hilos.core.db import Base
 from hilos.customers import models as customers_models
+from hilos.integrations import models as integrations_models
 from hilos.routing import models as routing_models
 from hilos.routing import sla_models
 from hilos.tasks import models as tasks_models
@@ -21,12 +28,16 @@ metadata = Base.metadata
 __all__ = [
     "analytics_models",
     "canned_models",
+    "cart_models",
     "channels_models",
     "commerce_models",
     "conversations_models",
     "core_models",
     "customers_models",
+    "integrations_models",
+    "loyalty_models",
     "metadata",
+    "order_models",
     "pricing_models",
     "routing_models",
     "sla_models",

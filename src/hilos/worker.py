@@ -16,13 +16,15 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hilos import domains  # noqa: F401  (every merge participant and outbox consumer; the app imports this module too)
 from hilos.channels.delivery import deliver_due
 from hilos.channels.imap import poll_mailboxes
 from hilos.channels.registry import load_adapters
-from hilos.commerce import stock
+from hilos.commerce import carts, stock
 from hilos.conversations.service import wake_snoozed
 from hilos.core.bus import Bus
 from hilos.core.outbox import relay
+from hilos.integrations.delivery import send_due as send_webhooks
 from hilos.routing import service as routing
 from hilos.routing import sla
 
@@ -93,9 +95,12 @@ class Worker:
         await stage("delivery", lambda: deliver_due(self.sessionmaker, self.http_client()))
         await stage("sla_fired", lambda: sla.fire_due(self.sessionmaker))
         await stage("reservations_expired", lambda: stock.expire_due(self.sessionmaker))
+        await stage("carts_abandoned", lambda: carts.abandon_idle(self.sessionmaker))
         await stage("published", outbox)
         # What the relay's routing consumer noted (arrivals, freed capacity), and due timers.
         await stage("routing", lambda: routing.run_due(self.sessionmaker))
+        # Webhooks of the events just published (the relay's consumer made their rows).
+        await stage("webhooks", lambda: send_webhooks(self.sessionmaker, self.http_client()))
         return done
 
     async def run_forever(self) -> None:

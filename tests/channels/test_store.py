@@ -92,7 +92,7 @@ async def test_a_visit_joins_the_whatsapp_conversation_and_the_timeline(
         json={"template": {"name": "gracias_visita", "language": "es"}},
         headers=tenant.headers,
     )
-    assert reply.status_code == 201
+    assert reply.status_code == 201, reply.text
     assert reply.json()["channel_id"] == whatsapp
 
 

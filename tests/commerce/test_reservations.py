@@ -1,5 +1,5 @@
 """Reservations: they never oversell, they are released, consumed into a sale, or expire by the
-worker's timer."""
+worker's timer; a resend with the same idempotency key is the first reservation again."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from hilos.commerce import stock
+from hilos.commerce.stock_models import Reservation
 from hilos.core.clock import now, set_now
+from hilos.core.errors import Conflict
 from tests.commerce.test_stock import add_location, add_sku, ledger_sum, levels, move, stock_events
 from tests.conftest import TenantHandle
 
@@ -37,6 +41,7 @@ async def reserve(
     quantity: int = 1,
     ttl_seconds: int = 900,
     reference: str | None = None,
+    key: str | None = None,
 ) -> httpx.Response:
     body: dict[str, Any] = {
         "sku": sku,
@@ -46,6 +51,8 @@ async def reserve(
     }
     if reference is not None:
         body["reference"] = reference
+    if key is not None:
+        body["idempotency_key"] = key
     return await client.post("/v1/reservations", json=body, headers=tenant.headers)
 
 
@@ -210,3 +217,217 @@ async def test_the_worker_releases_expired_reservations(
         headers=tenant.headers,
     )
     assert availability.json()["total"] == 2
+
+
+# --- idempotency keys -----------------------------------------------------------------------------
+
+
+async def reservations_with_key(sessionmaker: Any, tenant: TenantHandle, key: str) -> int:
+    async with sessionmaker() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(Reservation)
+            .where(Reservation.tenant_id == tenant.id, Reservation.idempotency_key == key)
+        )
+        return int(count or 0)
+
+
+async def test_a_resend_with_the_same_key_is_the_first_reservation(
+    client: httpx.AsyncClient, tenant: TenantHandle, sessionmaker: Any, make_tenant: Any
+) -> None:
+    await add_sku(sessionmaker, tenant, "CAMISA-M")
+    await add_location(sessionmaker, tenant, "ALM")
+    await move(client, tenant, sku="CAMISA-M", location="ALM", quantity=3)
+    line: dict[str, Any] = {
+        "sku": "CAMISA-M",
+        "location": "ALM",
+        "quantity": 2,
+        "reference": "cart-7",
+    }
+
+    first = await reserve(client, tenant, **line, key="cart-7:line-1")
+    assert first.status_code == 201, first.text
+    assert first.json()["idempotency_key"] == "cart-7:line-1"
+    # The shop's request timed out and it sends the same line again: the same reservation,
+    # still held, and no more stock taken.
+    again = await reserve(client, tenant, **line, key="cart-7:line-1")
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert again.json()["status"] == "held"
+    level = (await levels(client, tenant, "CAMISA-M"))["ALM"]
+    assert (level["reserved"], level["available"]) == (2, 1)
+    assert [e["reserved"] for e in await stock_events(sessionmaker, tenant)] == [0, 2]
+
+    # The same key for another line is refused, naming the key; nothing changes.
+    for changed in ({"quantity": 1}, {"reference": "cart-8"}, {"ttl_seconds": 60}):
+        reused = await reserve(client, tenant, **{**line, **changed}, key="cart-7:line-1")
+        assert reused.status_code == 409, reused.text
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+        assert reused.json()["error"]["field"] == "idempotency_key"
+        assert first.json()["id"] in reused.json()["error"]["message"]
+    assert (await levels(client, tenant, "CAMISA-M"))["ALM"]["reserved"] == 2
+    assert await reservations_with_key(sessionmaker, tenant, "cart-7:line-1") == 1
+
+    # Keys are the tenant's own: another shop may use the same one.
+    other = await make_tenant("Otra")
+    await add_sku(sessionmaker, other, "CAMISA-M")
+    await add_location(sessionmaker, other, "ALM")
+    await move(client, other, sku="CAMISA-M", location="ALM", quantity=5)
+    theirs = await reserve(client, other, **line, key="cart-7:line-1")
+    assert theirs.status_code == 201, theirs.text
+    assert theirs.json()["id"] != first.json()["id"]
+
+    # Once released, a resend still answers the first reservation, as it is now, and holds
+    # nothing again; nor when the stock that is left would not be enough for it.
+    rid = first.json()["id"]
+    assert (
+        await client.post(f"/v1/reservations/{rid}/release", headers=tenant.headers)
+    ).status_code == 200
+    assert (await reserve(client, tenant, sku="CAMISA-M", location="ALM", quantity=2)).is_success
+    late = await reserve(client, tenant, **line, key="cart-7:line-1")
+    assert late.status_code == 200, late.text
+    assert (late.json()["id"], late.json()["status"]) == (rid, "released")
+    level = (await levels(client, tenant, "CAMISA-M"))["ALM"]
+    assert (level["on_hand"], level["reserved"]) == (3, 2)
+
+
+async def test_requests_with_one_key_at_the_same_moment_make_one_reservation(
+    client: httpx.AsyncClient, tenant: TenantHandle, sessionmaker: Any
+) -> None:
+    await add_sku(sessionmaker, tenant, "ZAPATILLA-41")
+    await add_location(sessionmaker, tenant, "ALM")
+    await move(client, tenant, sku="ZAPATILLA-41", location="ALM", quantity=10)
+
+    # Twelve copies of one request and six of another line under the same key, all at once,
+    # beside ten other carts racing for the same stock.
+    same = [
+        reserve(client, tenant, sku="ZAPATILLA-41", location="ALM", quantity=2, key="order-1")
+        for _ in range(12)
+    ]
+    different = [
+        reserve(client, tenant, sku="ZAPATILLA-41", location="ALM", quantity=3, key="order-1")
+        for _ in range(6)
+    ]
+    others = [
+        reserve(client, tenant, sku="ZAPATILLA-41", location="ALM", key=f"cart-{n}")
+        for n in range(10)
+    ]
+    responses = await asyncio.gather(*same, *different, *others)
+    keyed, rest = responses[:18], responses[18:]
+
+    created = [r for r in keyed if r.status_code == 201]
+    assert len(created) == 1, [r.status_code for r in keyed]
+    winner = created[0].json()
+    # Copies of the winning request answer 200 with it; the other line's are refused.
+    for response in keyed:
+        if response.json().get("id") is not None:
+            assert response.json() == winner
+        else:
+            assert response.status_code == 409, response.text
+            assert response.json()["error"]["code"] == "idempotency_key_reused"
+    assert {r.status_code for r in keyed} <= {200, 201, 409}
+    assert await reservations_with_key(sessionmaker, tenant, "order-1") == 1
+
+    carts = [r for r in rest if r.status_code == 201]
+    assert {r.status_code for r in rest} <= {201, 409}
+    level = (await levels(client, tenant, "ZAPATILLA-41"))["ALM"]
+    assert level["reserved"] == winner["quantity"] + len(carts) <= 10
+    assert len(carts) == 10 - winner["quantity"]
+
+
+async def test_an_out_of_stock_answer_keeps_nothing_under_the_key(
+    client: httpx.AsyncClient, tenant: TenantHandle, sessionmaker: Any
+) -> None:
+    await add_sku(sessionmaker, tenant, "BOLSO")
+    await add_location(sessionmaker, tenant, "TIENDA", kind="store", pickup=True)
+    await move(client, tenant, sku="BOLSO", location="TIENDA", quantity=1)
+    assert (await reserve(client, tenant, sku="BOLSO", location="TIENDA")).status_code == 201
+
+    refused = await reserve(client, tenant, sku="BOLSO", location="TIENDA", key="pos-3")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "out_of_stock"
+    assert await reservations_with_key(sessionmaker, tenant, "pos-3") == 0
+
+    # Stock arrives: the same request now succeeds, once.
+    await move(client, tenant, sku="BOLSO", location="TIENDA", quantity=1)
+    later = await reserve(client, tenant, sku="BOLSO", location="TIENDA", key="pos-3")
+    assert later.status_code == 201, later.text
+    assert (await reserve(client, tenant, sku="BOLSO", location="TIENDA", key="pos-3")).json()[
+        "id"
+    ] == later.json()["id"]
+    assert (await levels(client, tenant, "BOLSO"))["TIENDA"]["reserved"] == 2
+
+    for bad in ("", "x" * 201):
+        invalid = await reserve(client, tenant, sku="BOLSO", location="TIENDA", key=bad)
+        assert invalid.status_code == 422
+        assert invalid.json()["error"]["field"] == "idempotency_key"
+
+
+async def test_a_caller_that_goes_on_after_out_of_stock_keeps_nothing(
+    tenant: TenantHandle, sessionmaker: Any, client: httpx.AsyncClient
+) -> None:
+    """The service (``reserve`` with its keyword arguments, as orders call it) inside a longer
+    transaction: a refused line leaves no reservation behind even when the caller commits."""
+    await add_sku(sessionmaker, tenant, "CINTURON")
+    await add_location(sessionmaker, tenant, "ALM")
+    await move(client, tenant, sku="CINTURON", location="ALM", quantity=1)
+    async with sessionmaker() as session, session.begin():
+        held = await stock.reserve(
+            session,
+            tenant.context,
+            sku="CINTURON",
+            location="ALM",
+            quantity=1,
+            ttl_seconds=600,
+            reference="order-9",
+            idempotency_key="order-9:1",
+        )
+        with pytest.raises(Conflict) as refused:
+            await stock.reserve(
+                session,
+                tenant.context,
+                sku="CINTURON",
+                location="ALM",
+                quantity=1,
+                ttl_seconds=600,
+                idempotency_key="order-9:2",
+            )
+        assert refused.value.code == "out_of_stock"
+        again = await stock.place_reservation(
+            session,
+            tenant.context,
+            sku="CINTURON",
+            location="ALM",
+            quantity=1,
+            ttl_seconds=600,
+            reference="order-9",
+            idempotency_key="order-9:1",
+        )
+        assert (again.reservation.id, again.created) == (held.id, False)
+    assert await reservations_with_key(sessionmaker, tenant, "order-9:1") == 1
+    assert await reservations_with_key(sessionmaker, tenant, "order-9:2") == 0
+    assert (await levels(client, tenant, "CINTURON"))["ALM"]["reserved"] == 1
+
+
+async def test_a_reservation_in_a_transaction_that_rolls_back_leaves_nothing(
+    tenant: TenantHandle, sessionmaker: Any, client: httpx.AsyncClient
+) -> None:
+    """An order that reserves its lines and then fails gives every unit back."""
+    await add_sku(sessionmaker, tenant, "GAFAS")
+    await add_location(sessionmaker, tenant, "ALM")
+    await move(client, tenant, sku="GAFAS", location="ALM", quantity=2)
+    async with sessionmaker() as session:
+        await stock.reserve(
+            session,
+            tenant.context,
+            sku="GAFAS",
+            location="ALM",
+            quantity=2,
+            ttl_seconds=600,
+            idempotency_key="order-10:1",
+        )
+        # The order fails after reserving.
+        await session.rollback()
+    level = (await levels(client, tenant, "GAFAS"))["ALM"]
+    assert (level["reserved"], level["available"]) == (0, 2)
+    assert await reservations_with_key(sessionmaker, tenant, "order-10:1") == 0

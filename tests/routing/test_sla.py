@@ -633,3 +633,37 @@ async def test_staffing_figures(client: httpx.AsyncClient, tenant: TenantHandle)
     )
     assert too_much.status_code == 422
     assert too_much.json()["error"]["field"] == "calls"
+
+
+async def test_an_order_notice_in_the_conversation_answers_nobody(
+    desk: Desk, frozen: Clock, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    from tests.commerce.orders_helpers import location, product, receive
+
+    await desk.policy(first_response_seconds=600)
+    conversation_id = await desk.customer_writes("comprador")
+    customer_id = (
+        await desk.client.get(f"/v1/conversations/{conversation_id}", headers=desk.tenant.headers)
+    ).json()["customer_id"]
+    await location(desk.client, desk.tenant, "ALM")
+    await product(desk.client, desk.tenant, "TAZA")
+    await receive(desk.client, desk.tenant, "TAZA", "ALM", 1)
+
+    placed = await desk.client.post(
+        "/v1/orders",
+        json={
+            "customer": {"id": customer_id},
+            "channel": "web",
+            "lines": [{"sku": "TAZA", "quantity": 1}],
+            "idempotency_key": "pedido-1",
+        },
+        headers=desk.tenant.headers,
+    )
+    assert placed.status_code == 201, placed.text
+    notice = placed.json()["history"][0]["notification"]
+    assert (notice["conversation_id"], notice["channel_id"]) == (conversation_id, desk.channel)
+    await desk.run_worker()
+    # The customer's question still waits for a person.
+    assert (await desk.sla(conversation_id))["first_responded_at"] is None
+    await desk.agent_replies(conversation_id)
+    assert (await desk.sla(conversation_id))["first_responded_at"] is not None

@@ -180,6 +180,22 @@ async def variant_by_sku(
     return variant
 
 
+async def names_by_sku(
+    session: AsyncSession, tenant: TenantContext, skus: Sequence[str]
+) -> dict[str, tuple[str, str]]:
+    """``{sku: (product name, variant name)}`` for the tenant's ``skus``, in one query; SKUs
+    it does not have are left out."""
+    if not skus:
+        return {}
+    statement = (
+        select(Variant.sku, Product.name, Variant.name)
+        .join(Product, Product.id == Variant.product_id)
+        .where(Variant.tenant_id == tenant.id, Variant.sku.in_(sorted(set(skus))))
+    )
+    rows = (await session.execute(statement)).all()
+    return {sku: (product, variant) for sku, product, variant in rows}
+
+
 # --- locations ------------------------------------------------------------------------------
 
 

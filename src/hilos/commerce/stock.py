@@ -18,6 +18,11 @@ Which locations count depends on the channel: the shared channels (``web``, ``ap
 location code and counts only that store. ``pickup_today`` means the store offers pickup and has
 stock now (opening hours are not yet considered).
 
+A reservation may carry an idempotency key (a cart or order line's): its row claims the key
+before the stock is taken, so a resend (even a concurrent one) returns the first reservation as
+it is now and never holds stock twice; the same key for another reservation is
+``idempotency_key_reused``.
+
 Reservations expire by a durable timer: the worker claims held reservations past
 ``expires_at`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and gives their stock back.
 Every change emits ``stock.changed`` through the outbox.
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, select, update
+from sqlalchemy import Table, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos.commerce.models import Location, Variant
@@ -575,6 +580,30 @@ async def movements(
 
 
 MAX_TTL_SECONDS = 30 * 86_400
+MAX_KEY_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """What ``place_reservation`` did: the reservation, and whether this call made it (False:
+    its idempotency key had already made it, and nothing changed)."""
+
+    reservation: Reservation
+    created: bool
+
+
+def _check_reservation(quantity: int, ttl_seconds: int, idempotency_key: str | None) -> None:
+    if quantity <= 0 or quantity > MAX_QUANTITY:
+        raise Invalid("quantity must be a positive whole number", field="quantity")
+    if ttl_seconds <= 0 or ttl_seconds > MAX_TTL_SECONDS:
+        raise Invalid(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}", field="ttl_seconds")
+    if idempotency_key is not None and (
+        not idempotency_key.strip() or len(idempotency_key) > MAX_KEY_LENGTH
+    ):
+        raise Invalid(
+            f"idempotency_key must be 1 to {MAX_KEY_LENGTH} characters, not blank",
+            field="idempotency_key",
+        )
 
 
 async def reserve(
@@ -586,26 +615,92 @@ async def reserve(
     quantity: int,
     ttl_seconds: int,
     reference: str | None = None,
+    idempotency_key: str | None = None,
 ) -> Reservation:
-    """Hold ``quantity`` of ``sku`` at ``location`` for ``ttl_seconds``, or ``out_of_stock``."""
-    if quantity <= 0 or quantity > MAX_QUANTITY:
-        raise Invalid("quantity must be a positive whole number", field="quantity")
-    if ttl_seconds <= 0 or ttl_seconds > MAX_TTL_SECONDS:
-        raise Invalid(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}", field="ttl_seconds")
-    if session.get_bind().dialect.name == "postgresql":
+    """Hold ``quantity`` of ``sku`` at ``location`` for ``ttl_seconds``, or ``out_of_stock``.
+
+    With ``idempotency_key``, a call that repeats an earlier one returns that reservation as
+    it is now (see ``place_reservation``)."""
+    reserved = await place_reservation(
+        session,
+        tenant,
+        sku=sku,
+        location=location,
+        quantity=quantity,
+        ttl_seconds=ttl_seconds,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
+    return reserved.reservation
+
+
+async def place_reservation(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    sku: str,
+    location: str,
+    quantity: int,
+    ttl_seconds: int,
+    reference: str | None = None,
+    idempotency_key: str | None = None,
+    whole_transaction: bool = False,
+) -> Reserved:
+    """Hold stock as ``reserve`` does, and say whether this call made the reservation.
+
+    ``whole_transaction`` says the reservation is all the caller's transaction does (the
+    HTTP endpoint): on PostgreSQL its one statement then commits by itself, saving the BEGIN
+    and COMMIT round trips. Otherwise it runs inside the caller's transaction, and a rollback
+    there undoes it.
+
+    The key is claimed before the stock is taken, in the same transaction: the reservation's
+    row is inserted ``ON CONFLICT (tenant_id, idempotency_key) DO NOTHING``, and the level
+    changes only when the row went in. A key already used with the same SKU, location,
+    quantity, TTL and reference returns its reservation unchanged, whatever its status now
+    (held, released, consumed, expired): it never holds stock a second time. The same key
+    with anything else is ``idempotency_key_reused``. An ``out_of_stock`` answer keeps
+    nothing under the key, so the same request may succeed later.
+    """
+    _check_reservation(quantity, ttl_seconds, idempotency_key)
+    request = _Request(sku, location, quantity, ttl_seconds, reference, idempotency_key)
+    if _dialect(session) == "postgresql":
         fast = await _reserve_in_one_statement(
-            session,
-            tenant,
-            sku=sku,
-            location=location,
-            quantity=quantity,
-            ttl_seconds=ttl_seconds,
-            reference=reference,
+            session, tenant, request, whole_transaction=whole_transaction
         )
         if fast is not None:
             return fast
     place = await resolve(session, tenant, sku=sku, location=location)
     moment = now()
+    reservation = Reservation(
+        id=new_id(),
+        tenant_id=tenant.id,
+        variant_id=place.variant_id,
+        location_id=place.location_id,
+        sku=sku,
+        location_code=location,
+        quantity=quantity,
+        status="held",
+        reference=reference,
+        idempotency_key=idempotency_key,
+        expires_at=moment + timedelta(seconds=ttl_seconds),
+        created_at=moment,
+        updated_at=moment,
+    )
+    claimed = (
+        await session.execute(
+            insert_for(_dialect(session), _RESERVATIONS)
+            .values(
+                {column.name: getattr(reservation, column.key) for column in _RESERVATIONS.columns}
+            )
+            .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+            .returning(_RESERVATIONS.c.id)
+        )
+    ).first()
+    if claimed is None:
+        # Only a row holding the key stops the insert.
+        first = await _reservation_with_key(session, tenant, idempotency_key)
+        assert first is not None
+        return _resent(first, request)
     level = (
         await session.execute(
             update(_LEVELS)
@@ -618,26 +713,8 @@ async def reserve(
         )
     ).first()
     if level is None:
-        raise Conflict(f"{sku} is out of stock at {location} for {quantity}", code="out_of_stock")
-    reservation = Reservation(
-        id=new_id(),
-        tenant_id=tenant.id,
-        variant_id=place.variant_id,
-        location_id=place.location_id,
-        sku=sku,
-        location_code=location,
-        quantity=quantity,
-        status="held",
-        reference=reference,
-        expires_at=moment + timedelta(seconds=ttl_seconds),
-        created_at=moment,
-        updated_at=moment,
-    )
-    await session.execute(
-        _RESERVATIONS.insert().values(
-            {column.name: getattr(reservation, column.key) for column in _RESERVATIONS.columns}
-        )
-    )
+        await _unclaim(session, reservation.id)
+        raise _out_of_stock(request)
     await _changed(
         session,
         tenant,
@@ -647,12 +724,79 @@ async def reserve(
         reserved=level[1],
         safety_stock=level[2],
     )
-    return reservation
+    return Reserved(reservation, created=True)
 
 
-# PostgreSQL takes, records and announces a reservation in one statement: the hot row's lock
-# is then held for that statement and the commit only, not for four round trips (measured:
-# 330 reservations/s with 50 clients on 100 hot SKUs through the four-statement path).
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What a reservation request asked for: a resend of its key must ask the same."""
+
+    sku: str
+    location: str
+    quantity: int
+    ttl_seconds: int
+    reference: str | None
+    idempotency_key: str | None
+
+
+def _out_of_stock(request: _Request) -> Conflict:
+    return Conflict(
+        f"{request.sku} is out of stock at {request.location} for {request.quantity}",
+        code="out_of_stock",
+    )
+
+
+async def _unclaim(session: AsyncSession, reservation_id: str) -> None:
+    """Remove a reservation row whose stock could not be taken, so that a caller that goes on
+    after ``out_of_stock`` keeps nothing half-written."""
+    await session.execute(delete(_RESERVATIONS).where(_RESERVATIONS.c.id == reservation_id))
+
+
+async def _reservation_with_key(
+    session: AsyncSession, tenant: TenantContext, idempotency_key: str | None
+) -> Reservation | None:
+    if idempotency_key is None:
+        return None
+    return (
+        await session.execute(
+            select(Reservation).where(
+                Reservation.tenant_id == tenant.id,
+                Reservation.idempotency_key == idempotency_key,
+            )
+        )
+    ).scalar_one_or_none()
+
+
+def _resent(first: Reservation, request: _Request) -> Reserved:
+    """The first reservation of a key, if ``request`` asks what it asked; else a 409."""
+    first_ttl = round((first.expires_at - first.created_at).total_seconds())
+    same = (first.sku, first.location_code, first.quantity, first_ttl, first.reference) == (
+        request.sku,
+        request.location,
+        request.quantity,
+        request.ttl_seconds,
+        request.reference,
+    )
+    if not same:
+        raise Conflict(
+            f"idempotency key {request.idempotency_key!r} was already used for reservation "
+            f"{first.id} of {first.quantity} × {first.sku} at {first.location_code}; "
+            "use a new key for a different reservation",
+            code="idempotency_key_reused",
+            details={"field": "idempotency_key"},
+        )
+    return Reserved(first, created=False)
+
+
+# PostgreSQL claims the key, takes the stock, records and announces a reservation in one
+# statement: the hot row's lock is then held for that statement and the commit only, not for
+# four round trips (measured: 330 reservations/s with 50 clients on 100 hot SKUs through the
+# four-statement path). The statement commits on its own when no transaction is open, so it
+# must leave nothing to undo: ``level`` locks the stock row after re-checking it (a waiter
+# re-checks the newest version), ``claim`` inserts the reservation only then, and ``taken``
+# adds to ``reserved`` only for a claimed row, which the lock guarantees to pass. A key already
+# used stops ``claim`` (``ON CONFLICT DO NOTHING``; a concurrent resend first waits for the
+# other transaction), so a resend never takes stock; the caller then reads the first one.
 _RESERVE_PG = numbered(
     """
 WITH place AS (
@@ -662,24 +806,33 @@ WITH place AS (
     WHERE v.tenant_id = :tenant_id AND v.sku = :sku
 ),
 level AS (
-    UPDATE stock_levels AS s
-    SET reserved = s.reserved + :quantity, updated_at = :now
-    FROM place
-    WHERE s.tenant_id = :tenant_id AND s.variant_id = place.variant_id
-      AND s.location_id = place.location_id
+    SELECT s.variant_id, s.location_id
+    FROM stock_levels AS s
+    JOIN place ON s.variant_id = place.variant_id AND s.location_id = place.location_id
+    WHERE s.tenant_id = :tenant_id
       AND s.on_hand - s.reserved - s.safety_stock >= :quantity
-    RETURNING s.variant_id, s.location_id, s.on_hand, s.reserved, s.safety_stock
+    FOR UPDATE OF s
 ),
-held AS (
+claim AS (
     INSERT INTO reservations (
         id, tenant_id, variant_id, location_id, sku, location_code, quantity, status,
-        reference, expires_at, created_at, updated_at
+        reference, idempotency_key, expires_at, created_at, updated_at
     )
     SELECT :reservation_id, CAST(:tenant_id AS varchar), level.variant_id, level.location_id,
         CAST(:sku AS varchar), CAST(:location AS varchar), CAST(:quantity AS integer), 'held',
-        :reference, :expires_at, :now, :now
+        :reference, :idempotency_key, :expires_at, :now, :now
     FROM level
-    RETURNING id
+    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+    RETURNING id, variant_id, location_id
+),
+taken AS (
+    UPDATE stock_levels AS s
+    SET reserved = s.reserved + :quantity, updated_at = :now
+    FROM claim
+    WHERE s.tenant_id = :tenant_id AND s.variant_id = claim.variant_id
+      AND s.location_id = claim.location_id
+      AND s.on_hand - s.reserved - s.safety_stock >= :quantity
+    RETURNING s.on_hand, s.reserved, s.safety_stock
 ),
 event AS (
     INSERT INTO outbox_events (id, tenant_id, topic, payload, created_at)
@@ -687,69 +840,80 @@ event AS (
         json_build_object(
             'sku', CAST(:sku AS varchar),
             'location', CAST(:location AS varchar),
-            'on_hand', level.on_hand,
-            'reserved', level.reserved,
-            'safety_stock', level.safety_stock,
-            'available', GREATEST(level.on_hand - level.reserved - level.safety_stock, 0)
+            'on_hand', taken.on_hand,
+            'reserved', taken.reserved,
+            'safety_stock', taken.safety_stock,
+            'available', GREATEST(taken.on_hand - taken.reserved - taken.safety_stock, 0)
         ),
         :now
-    FROM level
+    FROM taken
     RETURNING id
 )
-SELECT (SELECT count(*) FROM place) AS known, (SELECT id FROM held) AS reservation_id,
-    (SELECT variant_id FROM level) AS variant_id, (SELECT location_id FROM level) AS location_id
+SELECT (SELECT count(*) FROM place) AS known, (SELECT id FROM claim) AS claimed,
+    (SELECT variant_id FROM claim) AS variant_id, (SELECT location_id FROM claim) AS location_id,
+    (SELECT count(*) FROM taken) AS taken
 """
 )
 
 
 async def _reserve_in_one_statement(
-    session: AsyncSession,
-    tenant: TenantContext,
-    *,
-    sku: str,
-    location: str,
-    quantity: int,
-    ttl_seconds: int,
-    reference: str | None,
-) -> Reservation | None:
-    """The reservation, ``out_of_stock``, or ``None`` when the SKU or the location is unknown
-    (the reference path then names which)."""
+    session: AsyncSession, tenant: TenantContext, request: _Request, *, whole_transaction: bool
+) -> Reserved | None:
+    """The reservation (new or resent), ``out_of_stock``, ``idempotency_key_reused``, or
+    ``None`` when the SKU or the location is unknown (the reference path then names which)."""
     moment = now()
     values: dict[str, Any] = {
         "tenant_id": tenant.id,
-        "sku": sku,
-        "location": location,
-        "quantity": quantity,
+        "sku": request.sku,
+        "location": request.location,
+        "quantity": request.quantity,
         "reservation_id": new_id(),
-        "reference": reference,
-        "expires_at": moment + timedelta(seconds=ttl_seconds),
+        "reference": request.reference,
+        "idempotency_key": request.idempotency_key,
+        "expires_at": moment + timedelta(seconds=request.ttl_seconds),
         "event_id": new_id(),
         "now": moment,
     }
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: Any = raw.driver_connection
     statement, parameters = _RESERVE_PG
-    row = await driver.fetchrow(statement, *(values[name] for name in parameters))
+    arguments = [values[name] for name in parameters]
+    connection = await session.connection()
+    row: Any
+    if whole_transaction:
+        # Straight to asyncpg: outside a transaction SQLAlchemy has begun, the statement
+        # commits on its own.
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        row = await driver.fetchrow(statement, *arguments)
+    else:
+        result = await connection.exec_driver_sql(statement, tuple(arguments))
+        row = result.mappings().one_or_none()
     if row is None or not row["known"]:
         return None
-    if row["reservation_id"] is None:
-        raise Conflict(f"{sku} is out of stock at {location} for {quantity}", code="out_of_stock")
+    if row["claimed"] is None:
+        # Not enough stock, or the key was taken first.
+        first = await _reservation_with_key(session, tenant, request.idempotency_key)
+        if first is None:
+            raise _out_of_stock(request)
+        return _resent(first, request)
+    # The row lock makes a claimed reservation's stock available (see _RESERVE_PG).
+    assert row["taken"] == 1, "a claimed reservation took no stock"
     session.info["outbox_written"] = True
-    return Reservation(
-        id=row["reservation_id"],
+    reservation = Reservation(
+        id=row["claimed"],
         tenant_id=tenant.id,
         variant_id=row["variant_id"],
         location_id=row["location_id"],
-        sku=sku,
-        location_code=location,
-        quantity=quantity,
+        sku=request.sku,
+        location_code=request.location,
+        quantity=request.quantity,
         status="held",
-        reference=reference,
+        reference=request.reference,
+        idempotency_key=request.idempotency_key,
         expires_at=values["expires_at"],
         created_at=moment,
         updated_at=moment,
     )
+    return Reserved(reservation, created=True)
 
 
 async def get_reservation(

@@ -1,8 +1,9 @@
 """HTTP API of stock: movements (one by one or a CSV), safety stock, levels, availability,
 and reservations. Thin: validates the shape of requests and calls ``hilos.commerce.stock``.
 
-Locations and SKUs are named by their codes. Movements answer 201 when recorded and 200 when
-the idempotency key was already used for the same movement (nothing changes).
+Locations and SKUs are named by their codes. Movements, and reservations sent with an
+idempotency key, answer 201 when recorded and 200 when the key was already used for the same
+request (nothing changes).
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ class ReservationIn(BaseModel):
     quantity: int = Field(gt=0, le=stock.MAX_QUANTITY)
     ttl_seconds: int = Field(gt=0, le=stock.MAX_TTL_SECONDS)
     reference: str | None = Field(default=None, max_length=200)
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=stock.MAX_KEY_LENGTH,
+        description="optional; a resend with the same key returns the first reservation",
+    )
 
 
 class ReservationOut(BaseModel):
@@ -75,6 +82,7 @@ class ReservationOut(BaseModel):
     quantity: int
     status: str
     reference: str | None
+    idempotency_key: str | None
     expires_at: datetime
     created_at: datetime
 
@@ -87,6 +95,7 @@ def _reservation_out(reservation: Reservation) -> ReservationOut:
         quantity=reservation.quantity,
         status=reservation.status,
         reference=reservation.reference,
+        idempotency_key=reservation.idempotency_key,
         expires_at=reservation.expires_at,
         created_at=reservation.created_at,
     )
@@ -188,10 +197,21 @@ async def availability(
 
 @router.post("/v1/reservations", response_model=ReservationOut, status_code=201)
 async def reserve(
-    body: ReservationIn, session: DbSession, principal: CurrentPrincipal
+    body: ReservationIn, response: Response, session: DbSession, principal: CurrentPrincipal
 ) -> ReservationOut:
-    reservation = await stock.reserve(session, principal.tenant, **body.model_dump())
-    return _reservation_out(reservation)
+    """Hold stock: 201 with the new reservation, or 409 ``out_of_stock`` (nothing kept).
+
+    With ``idempotency_key``, sending the same body again answers **200** with the first
+    reservation (same id) as it is now: still ``held`` if nobody released, consumed or let it
+    expire since, else its new status. A resend never holds stock again, even when both
+    arrive at once. The same key with another SKU, location, quantity, TTL or reference is a
+    409 ``idempotency_key_reused``."""
+    reserved = await stock.place_reservation(
+        session, principal.tenant, whole_transaction=True, **body.model_dump()
+    )
+    if not reserved.created:
+        response.status_code = 200
+    return _reservation_out(reserved.reservation)
 
 
 @router.get("/v1/reservations/{reservation_id}", response_model=ReservationOut)

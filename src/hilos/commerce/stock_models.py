@@ -72,6 +72,10 @@ class Reservation(Base):
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         Index("ix_reservations_due", "status", "expires_at"),
+        # A resend with the same key finds the first reservation; NULL keys never collide.
+        Index(
+            "uq_reservations_tenant_idempotency_key", "tenant_id", "idempotency_key", unique=True
+        ),
     )
 
     id: Mapped[str] = id_column()
@@ -84,6 +88,8 @@ class Reservation(Base):
     # held, released, consumed, expired
     status: Mapped[str] = mapped_column(String(16), default="held")
     reference: Mapped[str | None] = mapped_column(String(200))
+    # The caller's key for this reservation (a cart line, an order line): optional.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column()
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = created_column()

@@ -501,12 +501,15 @@ async def reply(
     author_user_id: str | None,
     sent_at: datetime | None = None,
     template: dict[str, Any] | None = None,
+    automated: dict[str, Any] | None = None,
 ) -> Message:
     """An agent's reply, queued in the outbox on the right channel, or a private note.
 
     ``sent_at`` is for importing history; a live reply is stamped now. On WhatsApp a
     free-form reply is refused once the customer's 24-hour service window has closed; an
     approved ``template`` (name, language, parameters) can be sent at any time.
+    ``automated`` marks a message the system sends by itself (an order's status), with what
+    sent it: it is kept in the message's data, and it answers nobody, so it stops no SLA clock.
     """
     conversation = await get_conversation(session, tenant, conversation_id)
     if conversation.status == "merged":
@@ -540,6 +543,8 @@ async def reply(
             await _check_whatsapp_window(
                 session, conversation=conversation, channel_id=chosen_channel, moment=moment
             )
+        if automated is not None:
+            message.data = {**(message.data or {}), "automated": automated}
         message.direction, message.status = "outbound", "queued"
         message.channel_id, message.address = chosen_channel, address
         conversation.last_message_at = moment
@@ -557,6 +562,7 @@ async def reply(
             "conversation_id": conversation.id,
             "customer_id": conversation.customer_id,
             "channel_id": message.channel_id,
+            **({"automated": True} if automated is not None else {}),
         },
     )
     return message

@@ -38,15 +38,31 @@ _CONSUMERS: dict[str, tuple[frozenset[str], OutboxConsumer]] = {}
 def register_consumer(name: str, *, topics: Iterable[str], consume: OutboxConsumer) -> None:
     """Have the relay call ``consume(session, events)`` with each batch's events of ``topics``.
 
+    ``topics`` holds exact topics, patterns such as ``order.*`` (every topic that starts with
+    ``order.``) or ``*`` (every topic); see ``topic_matcher``.
+
     A consumer that raises is logged and its writes are rolled back to a savepoint; the events
     are published all the same, so one broken consumer cannot hold up the outbox.
     """
     _CONSUMERS[name] = (frozenset(topics), consume)
 
 
+def topic_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """A test of whether a topic is one of ``patterns``: an exact topic, ``family.*`` (any
+    topic starting with ``family.``, at any depth) or ``*`` (any topic)."""
+    exact = frozenset(patterns)
+    if "*" in exact:
+        return lambda _topic: True
+    prefixes = tuple(pattern[:-1] for pattern in exact if pattern.endswith(".*"))
+    if not prefixes:
+        return exact.__contains__
+    return lambda topic: topic in exact or topic.startswith(prefixes)
+
+
 async def _run_consumers(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
     for name, (topics, consume) in list(_CONSUMERS.items()):
-        mine = [event for event in events if event.topic in topics]
+        wanted = topic_matcher(topics)
+        mine = [event for event in events if wanted(event.topic)]
         if not mine:
             continue
         try:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hilos.commerce import carts, loyalty
 from hilos.conversations import service as conversations
 from hilos.core.deps import AdminPrincipal, CurrentPrincipal, DbSession, SupervisorPrincipal
 from hilos.core.errors import Invalid
@@ -19,6 +20,7 @@ from hilos.customers.models import Customer, Identity
 from hilos.customers.schemas import (
     BlockedValueIn,
     BlockedValueOut,
+    CartBrief,
     ConsentIn,
     ConsentOut,
     ConversationBrief,
@@ -32,6 +34,7 @@ from hilos.customers.schemas import (
     IdentityConflict,
     IdentityIn,
     IdentityOut,
+    LoyaltyBrief,
     MergeOut,
     TimelineItem,
     UnmergeRequest,
@@ -123,6 +126,8 @@ async def customer_360(
     messages = await conversations.recent_messages_of_customer(
         session, tenant, customer.id, limit=50
     )
+    cart = await carts.active_cart(session, tenant, customer.id)
+    points = await loyalty.summary(session, tenant, customer.id)
     timeline = [
         TimelineItem(
             id=e.id,
@@ -163,6 +168,8 @@ async def customer_360(
             for c in active
         ],
         timeline=timeline[:50],
+        active_cart=CartBrief.model_validate(cart) if cart else None,
+        loyalty=LoyaltyBrief(**points) if points else None,
     )
 
 

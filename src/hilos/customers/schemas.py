@@ -119,11 +119,54 @@ class TimelineItem(BaseModel):
     properties: dict[str, Any] = Field(default_factory=dict)
 
 
+class CartLineBrief(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    sku: str
+    name: str
+    quantity: int
+    # Minor units of ``currency``, from the price list of ``channel``.
+    unit_price: int
+    currency: str
+    channel: str
+
+
+class CartBrief(BaseModel):
+    """The customer's open cart, shared by every channel (``hilos.commerce.carts``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    status: str
+    # The sales channel that changed the cart last.
+    channel: str
+    currency: str | None
+    total: int
+    lines: list[CartLineBrief]
+    updated_at: datetime
+
+
+class LoyaltyBrief(BaseModel):
+    """The customer's loyalty points and tier (``hilos.commerce.loyalty``)."""
+
+    # Negative while the customer owes points a return took back after they were spent.
+    balance: int
+    lifetime_earned: int
+    tier: str | None
+    tier_name: str | None
+    next_tier: str | None
+    next_tier_name: str | None
+    points_to_next_tier: int | None
+
+
 class Customer360(CustomerOut):
     identities: list[IdentityOut]
     consents: list[ConsentOut]
     open_conversations: list[ConversationBrief]
     timeline: list[TimelineItem]
+    active_cart: CartBrief | None = None
+    # None when the tenant has no loyalty program.
+    loyalty: LoyaltyBrief | None = None
 
 
 class MergeOut(BaseModel):

@@ -165,6 +165,31 @@ def apply_profile(
         customer.updated_at = now()
 
 
+async def set_trait(
+    session: AsyncSession, tenant: TenantContext, *, customer_id: str, key: str, value: Any
+) -> bool:
+    """Set one trait (``None`` removes it) and leave the others as they are; True if it changed.
+
+    For a domain that keeps one trait up to date (loyalty keeps ``tier``, which routing reads).
+    It changes the session's own copy of the customer, so a merge in progress keeps the traits
+    it has filled in.
+    """
+    customer = await get_customer(session, tenant, customer_id)
+    traits = dict(customer.traits or {})
+    if value is None:
+        if key not in traits:
+            return False
+        del traits[key]
+    elif key in traits and traits[key] == value:
+        return False
+    else:
+        traits[key] = value
+    customer.traits = traits
+    customer.updated_at = now()
+    await session.flush()
+    return True
+
+
 async def identities_of(
     session: AsyncSession, tenant: TenantContext, customer_id: str
 ) -> Sequence[Identity]:

@@ -470,7 +470,9 @@ async def _apply_event(
     if state is None or not running:
         return None
     if event.topic == "message.queued":
-        agent_replied(state, at)
+        # A message the system sent by itself (an order's status) answers nobody.
+        if not payload.get("automated"):
+            agent_replied(state, at)
     elif event.topic == "conversation.pending":
         pause(state, at)
     elif event.topic in ("conversation.open", "conversation.snoozed"):

@@ -34,6 +34,7 @@ Rules of the pages:
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from starlette.staticfiles import StaticFiles
 from hilos import __version__
 from hilos.channels import service as channels
 from hilos.channels.kinds import CHANNEL_KINDS
+from hilos.commerce.carts import format_money
 from hilos.conversations import canned
 from hilos.conversations import service as conversations
 from hilos.conversations.models import ACTIVE_STATUSES, Conversation, Message
@@ -1082,6 +1084,10 @@ async def customer_page(
     return _page(
         request,
         "customer.html",
-        {"nav": "customers", "customer": view},
+        {
+            "nav": "customers",
+            "customer": view,
+            "money": functools.partial(format_money, language=_language(request, agent)),
+        },
         agent=agent,
     )

@@ -1,0 +1,122 @@
+"""Messages the business sends a customer by itself (an order's status, a return's refund),
+queued through the conversation outbox like any reply, on the customer's preferred channel.
+
+The channel: the customer's ``preferred_channel`` trait (a channel kind such as ``whatsapp`` or
+``email``) when a channel of that kind can carry a message now; otherwise the channel a reply in
+their conversation would take (the one they last wrote on), otherwise the first channel that
+can. "Can" is ``reply_options``'s judgement: an address the channel delivers to, no refusal of
+service messages, WhatsApp's 24-hour window open. When no channel can, nothing is queued and
+the caller records why.
+
+The message joins the customer's active conversation, or the latest one; a customer who never
+wrote gets a new conversation that starts resolved, so a notice never lands in an agent's
+inbox. If the customer answers, that conversation reopens (within the tenant's reopen window)
+and the agent sees the notice above the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hilos.conversations import service as conversations
+from hilos.conversations.models import ACTIVE_STATUSES, Conversation
+from hilos.core.clock import now
+from hilos.core.ids import new_id
+from hilos.core.tenancy import TenantContext
+from hilos.customers import service as customers
+
+
+@dataclass(frozen=True, slots=True)
+class Notified:
+    """What became of a notice: the queued message and its channel, or why nothing went."""
+
+    message_id: str | None
+    channel_id: str | None
+    channel_kind: str | None
+    conversation_id: str | None
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.message_id is not None,
+            "message_id": self.message_id,
+            "channel_id": self.channel_id,
+            "channel_kind": self.channel_kind,
+            "conversation_id": self.conversation_id,
+            "reason": self.reason,
+        }
+
+
+async def _conversation_for_notice(
+    session: AsyncSession, tenant: TenantContext, customer_id: str
+) -> Conversation:
+    latest = (
+        await session.execute(
+            select(Conversation)
+            .where(
+                Conversation.tenant_id == tenant.id,
+                Conversation.customer_id == customer_id,
+                Conversation.status != "merged",
+            )
+            .order_by(
+                case((Conversation.status.in_(ACTIVE_STATUSES), 0), else_=1),
+                Conversation.last_message_at.desc(),
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if latest is not None:
+        return latest
+    moment = now()
+    conversation = Conversation(
+        id=new_id(),
+        tenant_id=tenant.id,
+        customer_id=customer_id,
+        status="resolved",
+        channel_ids=[],
+        created_at=moment,
+        updated_at=moment,
+        last_message_at=moment,
+        resolved_at=moment,
+    )
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
+async def notify_customer(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    customer_id: str,
+    text: str,
+    about: dict[str, Any],
+) -> Notified:
+    """Queue ``text`` to the customer on their preferred channel; ``about`` names what it is
+    about (``{"order_id": ...}``) and is kept on the message."""
+    conversation = await _conversation_for_notice(session, tenant, customer_id)
+    options = [
+        o for o in await conversations.reply_options(session, tenant, conversation) if o.available
+    ]
+    if not options:
+        return Notified(None, None, None, conversation.id, reason="no_reachable_channel")
+    customer = await customers.get_customer(session, tenant, customer_id)
+    preferred = (customer.traits or {}).get("preferred_channel")
+    chosen = next((o for o in options if o.kind == preferred), None)
+    chosen = chosen or next((o for o in options if o.default), options[0])
+    message = await conversations.reply(
+        session,
+        tenant,
+        conversation_id=conversation.id,
+        text=text,
+        attachments=[],
+        private=False,
+        channel_id=chosen.channel_id,
+        author_user_id=None,
+        automated=about,
+    )
+    return Notified(message.id, chosen.channel_id, chosen.kind, conversation.id)
