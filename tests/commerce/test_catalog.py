@@ -210,3 +210,35 @@ async def test_another_tenants_location_is_not_found(
     assert response.status_code == 404
     listed = await client.get("/v1/locations", params={"code": "VAL01"}, headers=other.headers)
     assert listed.json() == []
+
+
+async def test_a_product_is_listed_on_the_channels_that_price_it(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    for sku in ("SOLO-WEB", "EN-TODAS"):
+        assert (await post_product(client, tenant, sku=sku, name=sku)).status_code == 201
+    prices = [
+        ("SOLO-WEB", "web", {}),
+        ("EN-TODAS", "web", {}),
+        ("EN-TODAS", "marketplace", {}),
+        ("EN-TODAS", "store:MAD01", {}),
+        # A price that ended yesterday lists nothing today.
+        ("SOLO-WEB", "app", {"valid_until": "2020-01-01T00:00:00Z"}),
+    ]
+    for sku, channel, window in prices:
+        response = await client.put(
+            "/v1/prices",
+            json={"sku": sku, "channel": channel, "amount": 1000, "currency": "EUR", **window},
+            headers=tenant.headers,
+        )
+        assert response.status_code in (200, 201), response.text
+
+    listed = await client.get("/v1/products", headers=tenant.headers)
+    channels = {p["variants"][0]["sku"]: p["variants"][0]["channels"] for p in listed.json()}
+    assert channels == {"SOLO-WEB": ["web"], "EN-TODAS": ["marketplace", "store:MAD01", "web"]}
+    on_marketplace = await client.get(
+        "/v1/products", params={"channel": "marketplace"}, headers=tenant.headers
+    )
+    assert [p["variants"][0]["sku"] for p in on_marketplace.json()] == ["EN-TODAS"]
+    on_app = await client.get("/v1/products", params={"channel": "app"}, headers=tenant.headers)
+    assert on_app.json() == []

@@ -27,6 +27,7 @@ from tests.commerce.orders_helpers import (
     stock_at,
 )
 from tests.conftest import TenantHandle, add_channel
+from tests.web.test_console import make_agent, sign_in
 
 
 async def count(sessionmaker: Any, model: Any, tenant: TenantHandle) -> int:
@@ -535,3 +536,55 @@ async def test_a_cart_started_on_the_app_is_checked_out_by_the_call_center(
     assert converted.json()["status"] == "converted"
     assert (await stock_at(client, tenant, "MOCHILA"))["ALM"] == (3, 2)
     assert await count(sessionmaker, Order, tenant) == 1
+
+
+async def test_the_console_customer_page_shows_orders_points_and_their_history(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    program = await client.put(
+        "/v1/loyalty/program",
+        json={
+            "earn_rules": {"web": {"EUR": 1}},
+            "tiers": [{"code": "oro", "name": "Oro", "threshold_points": 100}],
+        },
+        headers=tenant.headers,
+    )
+    assert program.status_code == 200, program.text
+    await location(client, tenant, "ALM")
+    await product(client, tenant, "LAMPARA", prices={"web": 4550})
+    await receive(client, tenant, "LAMPARA", "ALM", 3)
+    order = (await place(client, tenant, {"sku": "LAMPARA", "quantity": 1})).json()
+    await advance(client, tenant, order["id"], "shipped")
+    agent = await make_agent(client, tenant)
+    await sign_in(client, agent.email)
+
+    page = await client.get(f"/console/customers/{order['customer_id']}")
+    assert page.status_code == 200
+    for expected in (
+        "Pedidos",
+        order["number"],
+        "Enviado",
+        "45,50\xa0€",
+        "Puntos de fidelización: <strong>45</strong>",
+        "55 puntos para Oro",
+        f"Pedido {order['number']}: Realizado",
+    ):
+        assert expected in page.text, expected
+    english = await client.get(f"/console/customers/{order['customer_id']}?lang=en")
+    for expected in ("Orders", "Shipped", "€45.50", "55 points to Oro"):
+        assert expected in english.text, expected
+
+
+async def test_a_customer_no_channel_can_reach_gets_no_notice_and_no_empty_conversation(
+    client: httpx.AsyncClient, tenant: TenantHandle, sessionmaker: Any
+) -> None:
+    from hilos.conversations.models import Conversation
+
+    await add_channel(client, tenant, "whatsapp", "WhatsApp")  # the customer has no phone
+    await location(client, tenant, "ALM")
+    await product(client, tenant, "TAZA")
+    await receive(client, tenant, "TAZA", "ALM", 1)
+    order = (await place(client, tenant, {"sku": "TAZA", "quantity": 1})).json()
+    notice = order["history"][0]["notification"]
+    assert (notice["sent"], notice["reason"]) == (False, "no_reachable_channel")
+    assert await count(sessionmaker, Conversation, tenant) == 0

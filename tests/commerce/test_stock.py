@@ -366,6 +366,13 @@ async def test_availability_takes_off_reserved_and_safety_stock_and_sorts_by_dis
     )
     assert store.json()["total"] == 3
     assert [loc["location"] for loc in store.json()["locations"]] == ["T-LEJOS"]
+    # The price lists' name of that till means the same.
+    till = await client.get(
+        "/v1/availability",
+        params={"sku": "VES-S", "channel": "store:T-LEJOS"},
+        headers=tenant.headers,
+    )
+    assert till.json()["locations"] == store.json()["locations"]
 
     unknown = await client.get(
         "/v1/availability", params={"sku": "VES-S", "channel": "tiktok"}, headers=tenant.headers
@@ -427,3 +434,53 @@ async def test_stock_levels_keep_their_checks(sessionmaker: Any, tenant: TenantH
                     safety_stock=0,
                 )
             )
+
+
+async def test_pickup_today_only_where_the_store_is_still_to_open_and_shippable_counts_shippers(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    from datetime import UTC, datetime
+
+    from hilos.core.clock import set_now
+
+    stores = {
+        # Closes at eight on Mondays: too late on a Monday at half past eight.
+        "CIERRA-PRONTO": {"mon": [["10:00", "20:00"]]},
+        "CIERRA-TARDE": {"mon": [["10:00", "14:00"], ["17:00", "21:30"]]},
+        "SIN-HORARIO": {},
+    }
+    for code, hours in stores.items():
+        body = {
+            "code": code,
+            "name": code,
+            "kind": "store",
+            "pickup": True,
+            "ship_from_store": code == "SIN-HORARIO",
+            "opening_hours": hours,
+        }
+        response = await client.post("/v1/locations", json=body, headers=tenant.headers)
+        assert response.status_code == 201, response.text
+    body = {"code": "ALM", "name": "Almacén", "kind": "warehouse"}
+    assert (
+        await client.post("/v1/locations", json=body, headers=tenant.headers)
+    ).status_code == 201
+    product = {"sku": "PARAGUAS", "name": "Paraguas"}
+    assert (
+        await client.post("/v1/products", json=product, headers=tenant.headers)
+    ).status_code == 201
+    for code in (*stores, "ALM"):
+        assert (
+            await move(client, tenant, sku="PARAGUAS", location=code, quantity=2)
+        ).status_code == 201
+
+    # Monday 23 November 2026, 20:30 in Madrid (UTC+1).
+    set_now(lambda: datetime(2026, 11, 23, 19, 30, tzinfo=UTC))
+    try:
+        response = await client.get(
+            "/v1/availability", params={"sku": "PARAGUAS", "channel": "web"}, headers=tenant.headers
+        )
+    finally:
+        set_now(None)
+    answer = response.json()
+    assert sorted(answer["nearest_pickup"]) == ["CIERRA-TARDE", "SIN-HORARIO"]
+    assert (answer["total"], answer["shippable"]) == (8, 4)

@@ -670,3 +670,51 @@ async def test_only_admins_manage_endpoints(
     body = {"url": "https://erp.example.com", "topics": ["*"]}
     response = await client.post("/v1/webhook-endpoints", json=body, headers=agent)
     assert response.status_code == 403
+
+
+async def test_an_order_and_its_return_reach_the_erp_signed(
+    app: Any, client: httpx.AsyncClient, tenant: TenantHandle, receiver: Receiver
+) -> None:
+    from tests.commerce.orders_helpers import advance, location, place, product, receive
+
+    endpoint = await subscribe(client, tenant, receiver.url(), topics=["order.*", "return.*"])
+    await location(client, tenant, "ALM")
+    await location(client, tenant, "SOL", "store", pickup=True)
+    await product(client, tenant, "PARAGUAS")
+    await receive(client, tenant, "PARAGUAS", "ALM", 2)
+    order = (await place(client, tenant, {"sku": "PARAGUAS", "quantity": 1})).json()
+    await advance(client, tenant, order["id"], "shipped")
+    returned = await client.post(
+        "/v1/returns",
+        json={
+            "order_id": order["id"],
+            "lines": [{"sku": "PARAGUAS", "quantity": 1}],
+            "location": "SOL",
+        },
+        headers=tenant.headers,
+    )
+    assert returned.status_code == 201, returned.text
+
+    await publish(app)
+    while await send(app):
+        pass
+    bodies = [request.json() for request in receiver.at("/hooks/erp")]
+    assert [body["type"] for body in sorted(bodies, key=lambda b: b["created_at"])] == [
+        "order.placed",
+        "order.shipped",
+        "return.created",
+    ]
+    placed = next(body for body in bodies if body["type"] == "order.placed")
+    assert placed["data"]["order_id"] == order["id"]
+    assert placed["data"]["lines"] == [
+        {
+            "sku": "PARAGUAS",
+            "quantity": 1,
+            "unit_price": 1999,
+            "fulfilment": "ship",
+            "location": "ALM",
+            "pickup_location": None,
+        }
+    ]
+    for request in receiver.at("/hooks/erp"):
+        verify_signature(endpoint["secret"], request.headers, request.body)

@@ -133,12 +133,22 @@ async def list_products(
     tenant: TenantContext,
     *,
     sku: str | None = None,
+    variant_ids: Any = None,
     after: str | None = None,
     limit: int = 100,
 ) -> list[tuple[Product, list[Variant]]]:
     """Products by id (creation order), ``limit`` after the id ``after``; ``sku`` finds the one
-    product that has that SKU."""
+    product that has that SKU; ``variant_ids`` (a subquery) keeps the products with one of
+    those variants."""
     statement = tenant_scope(select(Product), Product, tenant)
+    if variant_ids is not None:
+        statement = statement.where(
+            Product.id.in_(
+                tenant_scope(
+                    select(Variant.product_id).where(Variant.id.in_(variant_ids)), Variant, tenant
+                )
+            )
+        )
     if sku is not None:
         statement = statement.where(
             Product.id.in_(

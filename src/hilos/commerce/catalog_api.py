@@ -30,6 +30,7 @@ from hilos.commerce.schemas import (
 )
 from hilos.core.clock import now
 from hilos.core.deps import CurrentPrincipal, DbSession, SupervisorPrincipal
+from hilos.core.tenancy import TenantContext
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -37,16 +38,28 @@ Limit = Annotated[int, Query(ge=1, le=catalog.MAX_PAGE)]
 After = Annotated[str | None, Query(max_length=32, description="the last id of the previous page")]
 
 
-def _product_out(product: Product, variants: list[Variant]) -> ProductOut:
-    return ProductOut(
-        id=product.id,
-        name=product.name,
-        description=product.description,
-        images=list(product.images or []),
-        variants=[VariantOut.model_validate(v) for v in variants],
-        created_at=product.created_at,
-        updated_at=product.updated_at,
+async def _products_out(
+    session: DbSession, tenant: TenantContext, found: list[tuple[Product, list[Variant]]]
+) -> list[ProductOut]:
+    """Products with, for each variant, the channels it is listed on now (one query)."""
+    listed = await pricing.listed_channels(
+        session, tenant, [v.id for _, variants in found for v in variants], at=now()
     )
+    return [
+        ProductOut(
+            id=product.id,
+            name=product.name,
+            description=product.description,
+            images=list(product.images or []),
+            variants=[
+                VariantOut.model_validate(v).model_copy(update={"channels": listed.get(v.id, [])})
+                for v in variants
+            ],
+            created_at=product.created_at,
+            updated_at=product.updated_at,
+        )
+        for product, variants in found
+    ]
 
 
 # --- products -------------------------------------------------------------------------------
@@ -66,7 +79,7 @@ async def create_product(
         images=[str(url) for url in body.images],
         variants=[v.model_dump() for v in body.variant_list()],
     )
-    return _product_out(product, variants)
+    return (await _products_out(session, principal.tenant, [(product, variants)]))[0]
 
 
 @router.get("/products", response_model=list[ProductOut])
@@ -74,20 +87,29 @@ async def list_products(
     session: DbSession,
     principal: CurrentPrincipal,
     sku: Annotated[str | None, Query(max_length=64)] = None,
+    channel: Annotated[
+        str | None, Query(max_length=64, description="only products listed (priced) there now")
+    ] = None,
     after: After = None,
     limit: Limit = 100,
 ) -> list[ProductOut]:
     found = await catalog.list_products(
-        session, principal.tenant, sku=sku, after=after, limit=limit
+        session,
+        principal.tenant,
+        sku=sku,
+        variant_ids=pricing.listed_on(principal.tenant, channel, now()) if channel else None,
+        after=after,
+        limit=limit,
     )
-    return [_product_out(product, variants) for product, variants in found]
+    return await _products_out(session, principal.tenant, found)
 
 
 @router.get("/products/{product_id}", response_model=ProductOut)
 async def get_product(
     product_id: str, session: DbSession, principal: CurrentPrincipal
 ) -> ProductOut:
-    return _product_out(*await catalog.get_product(session, principal.tenant, product_id))
+    found = await catalog.get_product(session, principal.tenant, product_id)
+    return (await _products_out(session, principal.tenant, [found]))[0]
 
 
 # --- locations ------------------------------------------------------------------------------

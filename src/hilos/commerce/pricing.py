@@ -211,6 +211,41 @@ async def effective_prices(
     return dict(found)
 
 
+async def listed_channels(
+    session: AsyncSession, tenant: TenantContext, variant_ids: Sequence[str], *, at: datetime
+) -> dict[str, list[str]]:
+    """``{variant_id: [channel, ...]}``: the sales channels each variant is listed on at ``at``.
+
+    A SKU is listed on a channel when it has a price there valid at that moment: a channel
+    cannot sell what it has no price for (orders and carts refuse it with ``no_price``), and
+    one table then says both where a product is sold and for how much.
+    """
+    found: dict[str, set[str]] = {variant_id: set() for variant_id in variant_ids}
+    if not variant_ids:
+        return {}
+    rows = await session.execute(
+        select(Price.variant_id, Price.channel).where(
+            Price.tenant_id == tenant.id,
+            Price.variant_id.in_(list(variant_ids)),
+            Price.valid_from <= at,
+            or_(Price.valid_until.is_(None), Price.valid_until > at),
+        )
+    )
+    for variant_id, channel in rows.all():
+        found[variant_id].add(channel)
+    return {variant_id: sorted(channels) for variant_id, channels in found.items()}
+
+
+def listed_on(tenant: TenantContext, channel: str, at: datetime) -> Any:
+    """A subquery of the ids of the tenant's variants listed on ``channel`` at ``at``."""
+    return select(Price.variant_id).where(
+        Price.tenant_id == tenant.id,
+        Price.channel == channel,
+        Price.valid_from <= at,
+        or_(Price.valid_until.is_(None), Price.valid_until > at),
+    )
+
+
 # --- parity ---------------------------------------------------------------------------------
 
 

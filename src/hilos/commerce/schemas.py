@@ -108,6 +108,8 @@ class VariantOut(BaseModel):
     gtin: str | None
     name: str
     attributes: dict[str, Any]
+    # The sales channels where the SKU has a price now: where it is listed.
+    channels: list[str] = []
 
 
 class ProductOut(BaseModel):

@@ -15,8 +15,9 @@ so nothing is half-written.
 Available to promise at a location is ``on_hand − reserved − safety_stock``, never below zero.
 Which locations count depends on the channel: the shared channels (``web``, ``app``,
 ``callcenter``, ``marketplace``) count every warehouse and store; any other channel is a store's
-location code and counts only that store. ``pickup_today`` means the store offers pickup and has
-stock now (opening hours are not yet considered).
+location code and counts only that store. ``pickup_today`` means the store offers pickup, has
+stock now, and is still to be open today in the tenant's time zone (a store without opening
+hours counts as open); ``shippable`` is what warehouses and stores that ship can send.
 
 A reservation may carry an idempotency key (a cart or order line's): its row claims the key
 before the stock is taken, so a resend (even a concurrent one) returns the first reservation as
@@ -36,6 +37,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -77,6 +79,19 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dphi, dlambda = phi2 - phi1, math.radians(lon2 - lon1)
     a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlambda / 2) ** 2
     return 2 * 6371.0088 * math.asin(math.sqrt(a))
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def open_later_today(opening_hours: dict[str, Any] | None, local_now: datetime) -> bool:
+    """Whether a store with ``opening_hours`` (``{"mon": [["10:00", "21:00"]]}``, local
+    times) is still to be open today; a store that publishes no hours counts as open."""
+    if not opening_hours:
+        return True
+    ranges = opening_hours.get(_WEEKDAYS[local_now.weekday()]) or []
+    clock_time = local_now.strftime("%H:%M")
+    return any(clock_time < closes for _opens, closes in ranges)
 
 
 # --- lookups ----------------------------------------------------------------------------------
@@ -446,6 +461,8 @@ async def _levels_of_sku(session: AsyncSession, tenant: TenantContext, sku: str)
             Location.lat,
             Location.lon,
             Location.pickup,
+            Location.ship_from_store,
+            Location.opening_hours,
             _LEVELS.c.on_hand,
             _LEVELS.c.reserved,
             _LEVELS.c.safety_stock,
@@ -493,9 +510,12 @@ async def availability(
         raise Invalid("give both lat and lon, or neither", field="lat" if lat is None else "lon")
     rows = await _levels_of_sku(session, tenant, sku)
     if channel not in SHARED_CHANNELS:
-        rows = [row for row in rows if row.code == channel]
+        # A store's till: ``store:MAD01`` as in price lists, or the bare location code.
+        store = channel.removeprefix("store:")
+        rows = [row for row in rows if row.code == store]
         if not rows:
-            await _check_store_channel(session, tenant, channel)
+            await _check_store_channel(session, tenant, store)
+    local_now = now().astimezone(ZoneInfo(tenant.timezone))
     locations = []
     for row in rows:
         entry: dict[str, Any] = {
@@ -504,7 +524,12 @@ async def availability(
             "available": available(row.on_hand, row.reserved, row.safety_stock),
         }
         if row.kind == "store":
-            entry["pickup_today"] = bool(row.pickup) and entry["available"] > 0
+            entry["pickup_today"] = (
+                bool(row.pickup)
+                and entry["available"] > 0
+                and open_later_today(row.opening_hours, local_now)
+            )
+        entry["ships"] = row.kind == "warehouse" or bool(row.ship_from_store)
         if lat is not None and lon is not None and row.lat is not None and row.lon is not None:
             entry["distance_km"] = round(haversine_km(lat, lon, row.lat, row.lon), 3)
         locations.append(entry)
@@ -516,6 +541,8 @@ async def availability(
         "sku": sku,
         "channel": channel,
         "total": sum(e["available"] for e in locations),
+        # What an order of this channel can have shipped: warehouses and stores that ship.
+        "shippable": sum(e["available"] for e in locations if e["ships"]),
         "locations": locations,
         "nearest_pickup": nearest_pickup,
     }

@@ -71,8 +71,9 @@ async def _conversation_for_notice(
     ).scalar_one_or_none()
     if latest is not None:
         return latest
+    # Not added to the session yet: it is stored only if a channel can carry the notice.
     moment = now()
-    conversation = Conversation(
+    return Conversation(
         id=new_id(),
         tenant_id=tenant.id,
         customer_id=customer_id,
@@ -83,9 +84,6 @@ async def _conversation_for_notice(
         last_message_at=moment,
         resolved_at=moment,
     )
-    session.add(conversation)
-    await session.flush()
-    return conversation
 
 
 async def notify_customer(
@@ -103,7 +101,10 @@ async def notify_customer(
         o for o in await conversations.reply_options(session, tenant, conversation) if o.available
     ]
     if not options:
-        return Notified(None, None, None, conversation.id, reason="no_reachable_channel")
+        return Notified(None, None, None, None, reason="no_reachable_channel")
+    if conversation not in session:
+        session.add(conversation)
+        await session.flush()
     customer = await customers.get_customer(session, tenant, customer_id)
     preferred = (customer.traits or {}).get("preferred_channel")
     chosen = next((o for o in options if o.kind == preferred), None)

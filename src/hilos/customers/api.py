@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hilos.commerce import carts, loyalty
+from hilos.commerce import carts, loyalty, orders
 from hilos.conversations import service as conversations
 from hilos.core.deps import AdminPrincipal, CurrentPrincipal, DbSession, SupervisorPrincipal
 from hilos.core.errors import Invalid
@@ -36,6 +36,7 @@ from hilos.customers.schemas import (
     IdentityOut,
     LoyaltyBrief,
     MergeOut,
+    OrderBrief,
     TimelineItem,
     UnmergeRequest,
 )
@@ -128,6 +129,7 @@ async def customer_360(
     )
     cart = await carts.active_cart(session, tenant, customer.id)
     points = await loyalty.summary(session, tenant, customer.id)
+    recent_orders = await orders.list_orders(session, tenant, customer_id=customer.id, limit=5)
     timeline = [
         TimelineItem(
             id=e.id,
@@ -170,6 +172,18 @@ async def customer_360(
         timeline=timeline[:50],
         active_cart=CartBrief.model_validate(cart) if cart else None,
         loyalty=LoyaltyBrief(**points) if points else None,
+        recent_orders=[
+            OrderBrief(
+                id=o.id,
+                number=orders.order_number(o.id),
+                status=o.status,
+                channel=o.channel,
+                total=o.total,
+                currency=o.currency,
+                created_at=o.created_at,
+            )
+            for o in recent_orders
+        ],
     )
 
 

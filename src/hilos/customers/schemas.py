@@ -159,6 +159,19 @@ class LoyaltyBrief(BaseModel):
     points_to_next_tier: int | None
 
 
+class OrderBrief(BaseModel):
+    """One of the customer's latest orders (``hilos.commerce.orders``)."""
+
+    id: str
+    number: str
+    status: str
+    channel: str
+    # Minor units of ``currency``.
+    total: int
+    currency: str
+    created_at: datetime
+
+
 class Customer360(CustomerOut):
     identities: list[IdentityOut]
     consents: list[ConsentOut]
@@ -167,6 +180,8 @@ class Customer360(CustomerOut):
     active_cart: CartBrief | None = None
     # None when the tenant has no loyalty program.
     loyalty: LoyaltyBrief | None = None
+    # The latest five, newest first.
+    recent_orders: list[OrderBrief] = []
 
 
 class MergeOut(BaseModel):
