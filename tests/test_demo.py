@@ -142,6 +142,36 @@ async def test_demo_customers_have_histories_across_channels(
     assert len(view["identities"]) >= 2
 
 
+async def test_demo_shop_sells_in_every_channel_without_overselling(
+    full_demo: tuple[DemoDatabase, DemoInfo],
+) -> None:
+    database, info = full_demo
+    async with database.client(info) as client:
+        products = (await client.get("/v1/products", params={"limit": 200})).json()
+        locations = (await client.get("/v1/locations")).json()
+        parity = (await client.get("/v1/price-parity")).json()
+        orders = (await client.get("/v1/orders", params={"limit": 200})).json()
+        returned = (await client.get(f"/v1/orders/{orders[-1]['id']}/returns")).json()
+        availability = (
+            await client.get(
+                "/v1/availability",
+                params={"sku": products[0]["variants"][0]["sku"], "channel": "web"},
+            )
+        ).json()
+        program = await client.get("/v1/loyalty/program")
+
+    assert len(products) == 10
+    assert {location["kind"] for location in locations} == {"warehouse", "store"}
+    assert {item["sku"].split("-")[0] for item in parity["items"]} == {"CHQ"}
+    assert len(orders) >= 20
+    assert {order["channel"] for order in orders} >= {"web", "app", "callcenter", "marketplace"}
+    assert any(order["channel"].startswith("store:") for order in orders)
+    assert {order["status"] for order in orders} >= {"placed", "shipped", "delivered"}
+    assert [r["location"] for r in returned] == ["MAD-SOL"]
+    assert availability["total"] > 0
+    assert program.status_code == 200
+
+
 async def test_second_run_keeps_one_tenant_and_prints_a_new_working_key(
     full_demo: tuple[DemoDatabase, DemoInfo],
 ) -> None:

@@ -49,6 +49,7 @@ from hilos.core.service import create_api_key, create_tenant, create_user, find_
 from hilos.core.settings import Settings
 from hilos.core.tenancy import TenantContext
 from hilos.customers import service as customers
+from hilos.demo_commerce import DemoProduct, build_shop, place_orders
 from hilos.models import metadata
 from hilos.routing import service as routing
 from hilos.routing import sla
@@ -1174,6 +1175,14 @@ async def build(session: AsyncSession, console: Console, *, count: int) -> tuple
         f"  {shop.message_count + shop.reply_count} messages "
         f"({shop.message_count} from customers, {shop.reply_count} replies and notes)"
     )
+    catalog = [DemoProduct(p.sku, p.name, p.price, p.sizes) for p in PRODUCTS]
+    skus = await build_shop(session, tenant, catalog, rng)
+    console.print(
+        f"  {skus} SKUs priced in 8 sales channels, stock in a warehouse and 3 stores, "
+        "a loyalty program"
+    )
+    placed, open_carts = await place_orders(session, tenant, catalog, rng)
+    console.print(f"  {placed} orders in every channel and state, {open_carts} open carts")
     return tenant.id, api_key
 
 

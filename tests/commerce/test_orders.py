@@ -276,6 +276,8 @@ async def test_a_pos_sale_is_delivered_at_once(
     assert response.status_code == 201, response.text
     order = response.json()
     assert (order["status"], order["total"]) == ("delivered", 1000)
+    # One notice for a sale at the till (the receipt), not "received" and "delivered".
+    assert [h["notification"] is None for h in order["history"]] == [True, False]
     assert (await stock_at(client, tenant, "LLAVERO"))["SOL"] == (0, 0)
 
 

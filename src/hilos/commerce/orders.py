@@ -389,7 +389,16 @@ async def place_order(
     await session.flush()
     await _earn(session, tenant, order)
     in_store_only = all(line.request.fulfilment == "in_store" for line in priced)
-    await _record(session, tenant, order, "placed", previous=None, by_user_id=by_user_id)
+    # A sale at the till is placed and handed over at once: one notice (the receipt), not two.
+    await _record(
+        session,
+        tenant,
+        order,
+        "placed",
+        previous=None,
+        by_user_id=by_user_id,
+        notify=not in_store_only,
+    )
     if in_store_only:
         order.status = "delivered"
         await _record(session, tenant, order, "delivered", previous="placed", by_user_id=by_user_id)
@@ -1019,11 +1028,12 @@ async def _record(
     previous: str | None,
     by_user_id: str | None,
     note: str | None = None,
+    notify: bool = True,
 ) -> None:
     moment = now()
     lines = await lines_of(session, tenant, order.id)
     notification: dict[str, Any] | None = None
-    if (await get_settings(session, tenant)).notify_customer:
+    if notify and (await get_settings(session, tenant)).notify_customer:
         language = await customer_language(session, tenant, order.customer_id)
         notified = await notify_customer(
             session,
