@@ -44,6 +44,13 @@ from hilos.core.errors import HilosError
 from hilos.core.logging import RequestIdMiddleware
 from hilos.core.settings import Settings
 from hilos.customers.api import router as customers_router
+from hilos.engagement.assistant_api import router as assistant_router
+from hilos.engagement.campaigns_api import router as campaigns_router
+from hilos.engagement.journeys_api import router as journeys_router
+from hilos.engagement.recommend_api import router as recommend_router
+from hilos.engagement.segments_api import router as segments_router
+from hilos.engagement.sending_api import router as sending_router
+from hilos.engagement.templates_api import router as templates_router
 from hilos.integrations.api import router as webhook_endpoints_router
 from hilos.routing.api import router as routing_router
 from hilos.routing.sla_api import router as sla_router
@@ -211,6 +218,13 @@ def create_app(
         loyalty_router,
         carts_router,
         orders_router,
+        assistant_router,
+        journeys_router,
+        campaigns_router,
+        recommend_router,
+        segments_router,
+        sending_router,
+        templates_router,
         webhook_endpoints_router,
         routing_router,
         sla_router,

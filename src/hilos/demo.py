@@ -50,6 +50,7 @@ from hilos.core.settings import Settings
 from hilos.core.tenancy import TenantContext
 from hilos.customers import service as customers
 from hilos.demo_commerce import DemoProduct, build_shop, place_orders
+from hilos.demo_engagement import build_engagement
 from hilos.models import metadata
 from hilos.routing import service as routing
 from hilos.routing import sla
@@ -1183,6 +1184,11 @@ async def build(session: AsyncSession, console: Console, *, count: int) -> tuple
     )
     placed, open_carts = await place_orders(session, tenant, catalog, rng)
     console.print(f"  {placed} orders in every channel and state, {open_carts} open carts")
+    await build_engagement(session, tenant)
+    console.print(
+        "  a knowledge base and the assistant on web chat, 2 segments, the abandoned-cart "
+        "journey (a draft)"
+    )
     return tenant.id, api_key
 
 

@@ -225,6 +225,13 @@ async def place_orders(
             "in_store" if in_store else "pickup" if pickup else "ship",
             channel if in_store else rng.choice(stores) if pickup else None,
         )
+        lines = [line]
+        # Every other order is a basket: what goes together is what recommendations learn.
+        if n % 2 == 1 and not in_store:
+            partner = products[(products.index(product) + 1 + n % 2) % len(products)]
+            lines.append(
+                LineRequest(rng.choice(variant_skus(partner)), 1, line.fulfilment, line.location)
+            )
         try:
             async with session.begin_nested():
                 order = (
@@ -232,7 +239,7 @@ async def place_orders(
                         session,
                         tenant,
                         channel=f"store:{channel}" if in_store else channel,
-                        lines=[line],
+                        lines=lines,
                         idempotency_key=f"demo-order-{n}",
                         identities=[("email", emails[n])],
                         ship_to={"lat": 40.4168, "lon": -3.7038, "address": "Madrid"},

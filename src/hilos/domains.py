@@ -11,18 +11,24 @@ from __future__ import annotations
 from hilos.analytics import sentiment
 from hilos.commerce import carts, loyalty, returns
 from hilos.conversations import service as conversations
+from hilos.engagement import assistant, journeys, recommend, segments, sending
 from hilos.integrations import service as integrations
 from hilos.routing import service as routing
 from hilos.routing import sla
 from hilos.tasks import service as tasks
 
 REGISTERING_MODULES = (
+    assistant,
     carts,
     conversations,
     integrations,
+    journeys,
+    recommend,
     loyalty,
     returns,
     routing,
+    segments,
+    sending,
     sentiment,
     sla,
     tasks,

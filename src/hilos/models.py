@@ -17,6 +17,15 @@ from hilos.conversations import models as conversations_models
 from hilos.core import models as core_models
 from hilos.core.db import Base
 from hilos.customers import models as customers_models
+from hilos.engagement import (
+    assistant_models,
+    campaign_models,
+    journey_models,
+    recommend_models,
+    segment_models,
+    send_models,
+    template_models,
+)
 from hilos.integrations import models as integrations_models
 from hilos.routing import models as routing_models
 from hilos.routing import sla_models
@@ -27,6 +36,8 @@ metadata = Base.metadata
 
 __all__ = [
     "analytics_models",
+    "assistant_models",
+    "campaign_models",
     "canned_models",
     "cart_models",
     "channels_models",
@@ -34,14 +45,19 @@ __all__ = [
     "conversations_models",
     "core_models",
     "customers_models",
+    "journey_models",
+    "recommend_models",
     "integrations_models",
     "loyalty_models",
     "metadata",
     "order_models",
     "pricing_models",
     "routing_models",
+    "segment_models",
+    "send_models",
     "sla_models",
     "stock_models",
     "tasks_models",
+    "template_models",
     "web_models",
 ]

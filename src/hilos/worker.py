@@ -24,6 +24,7 @@ from hilos.commerce import carts, stock
 from hilos.conversations.service import wake_snoozed
 from hilos.core.bus import Bus
 from hilos.core.outbox import relay
+from hilos.engagement import assistant, campaigns, journeys, segments
 from hilos.integrations.delivery import send_due as send_webhooks
 from hilos.routing import service as routing
 from hilos.routing import sla
@@ -96,9 +97,16 @@ class Worker:
         await stage("sla_fired", lambda: sla.fire_due(self.sessionmaker))
         await stage("reservations_expired", lambda: stock.expire_due(self.sessionmaker))
         await stage("carts_abandoned", lambda: carts.abandon_idle(self.sessionmaker))
+        await stage("segments_refreshed", lambda: segments.refresh_due(self.sessionmaker))
         await stage("published", outbox)
+        await stage(
+            "assistant",
+            lambda: assistant.answer_due(self.sessionmaker, self.http_client(), wakeup=self.wake),
+        )
         # What the relay's routing consumer noted (arrivals, freed capacity), and due timers.
         await stage("routing", lambda: routing.run_due(self.sessionmaker))
+        await stage("journey_steps", lambda: journeys.run_due(self.sessionmaker))
+        await stage("campaigns", lambda: campaigns.run_due(self.sessionmaker))
         # Webhooks of the events just published (the relay's consumer made their rows).
         await stage("webhooks", lambda: send_webhooks(self.sessionmaker, self.http_client()))
         return done

@@ -185,6 +185,11 @@ async def _prepare(
         text=message.text,
         attachments=list(message.attachments),
         template=data.get("template"),
+        # A message composed from a template brings its own subject, HTML and unsubscribe
+        # link (engagement's sending); a reply written by an agent has none.
+        context={
+            key: data[key] for key in ("subject", "html", "list_unsubscribe") if data.get(key)
+        },
     )
     return info, outgoing, message, tenant
 

@@ -117,7 +117,8 @@ class EmailChannel:
                 continue
             references = [str(ref) for ref in email.get("references") or []]
             context.update(
-                subject=reply_subject(email.get("subject")),
+                # A subject of the message's own (a campaign's) wins over "Re: ..." of the thread.
+                subject=outgoing.context.get("subject") or reply_subject(email.get("subject")),
                 in_reply_to=message_id,
                 references=[*(ref for ref in references if ref != message_id), message_id],
             )
@@ -153,6 +154,8 @@ class EmailChannel:
             text=text,
             in_reply_to=context.get("in_reply_to"),
             references=references,
+            html=context.get("html"),
+            list_unsubscribe=context.get("list_unsubscribe"),
         )
         port = config_number(channel.config, "smtp_port")
         timeout = config_number(channel.config, "smtp_timeout") or DEFAULT_TIMEOUT_SECONDS

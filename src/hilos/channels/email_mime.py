@@ -627,8 +627,12 @@ def build_message(
     in_reply_to: str | None = None,
     references: list[str] | None = None,
     sent_at: datetime | None = None,
+    html: str | None = None,
+    list_unsubscribe: str | None = None,
 ) -> EmailMessage:
-    """An agent's reply as a MIME message (``policy.default``: RFC 2047 headers, UTF-8 body)."""
+    """An agent's reply, or a message from a template, as a MIME message (``policy.default``:
+    RFC 2047 headers, UTF-8 body): text, plus an HTML alternative when there is one, and a
+    one-click ``List-Unsubscribe`` (RFC 2369 and 8058) for marketing."""
     message = EmailMessage(policy=policy.SMTP)
     message["From"] = Address(display_name=from_name or "", addr_spec=from_address)
     message["To"] = to
@@ -639,5 +643,10 @@ def build_message(
         message["In-Reply-To"] = in_reply_to
     if references:
         message["References"] = " ".join(references[-MAX_THREAD_REFS:])
+    if list_unsubscribe:
+        message["List-Unsubscribe"] = f"<{list_unsubscribe}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(text, charset="utf-8", cte="quoted-printable")
+    if html:
+        message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     return message

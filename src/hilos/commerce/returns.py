@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -322,42 +322,4 @@ async def returns_of_order(
     return list(rows.all())
 
 
-class OrdersMergeParticipant:
-    """Moves the merged customer's orders and returns to the survivor, and back on unmerge."""
-
-    name = "orders"
-
-    async def absorb(
-        self, session: AsyncSession, tenant: TenantContext, *, survivor_id: str, merged_id: str
-    ) -> dict[str, Any]:
-        moved = {}
-        for key, model in (("orders", Order), ("returns", Return)):
-            moved[key] = await customers.move_customer_rows(
-                session,
-                model,
-                from_id=merged_id,
-                to_id=survivor_id,
-                where=model.tenant_id == tenant.id,
-            )
-        return moved
-
-    async def restore(
-        self,
-        session: AsyncSession,
-        tenant: TenantContext,
-        *,
-        survivor_id: str,
-        merged_id: str,
-        record: dict[str, Any],
-    ) -> None:
-        for key, model in (("orders", Order), ("returns", Return)):
-            if record.get(key):
-                await session.execute(
-                    update(model)
-                    .where(model.id.in_(record[key]), model.customer_id == survivor_id)
-                    .values(customer_id=merged_id),
-                    execution_options={"synchronize_session": False},
-                )
-
-
-customers.register_merge_participant(OrdersMergeParticipant())
+customers.register_merge_participant(customers.OwnedRowsParticipant("orders", Order, Return))

@@ -26,6 +26,7 @@ from hilos.conversations import service as conversations
 from hilos.conversations.models import ACTIVE_STATUSES, Conversation
 from hilos.core.clock import now
 from hilos.core.ids import new_id
+from hilos.core.outbox import emit
 from hilos.core.tenancy import TenantContext
 from hilos.customers import service as customers
 
@@ -121,3 +122,119 @@ async def notify_customer(
         automated=about,
     )
     return Notified(message.id, chosen.channel_id, chosen.kind, conversation.id)
+
+
+async def open_for_agent(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    customer_id: str,
+    note: str,
+    about: dict[str, Any],
+) -> str:
+    """Put the customer in front of an agent: their active conversation, or a new open one,
+    with ``note`` as a private note, handed to routing (``conversation.requested``)."""
+    conversation = (
+        await session.execute(
+            select(Conversation)
+            .where(
+                Conversation.tenant_id == tenant.id,
+                Conversation.customer_id == customer_id,
+                Conversation.status.in_(ACTIVE_STATUSES),
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    transition = "continued"
+    if conversation is None:
+        moment = now()
+        conversation = Conversation(
+            id=new_id(),
+            tenant_id=tenant.id,
+            customer_id=customer_id,
+            status="open",
+            channel_ids=[],
+            created_at=moment,
+            updated_at=moment,
+            last_message_at=moment,
+        )
+        # On the channel the agent's reply would take, so routing finds the queue for it.
+        usable = [
+            o
+            for o in await conversations.reply_options(session, tenant, conversation)
+            if o.available
+        ]
+        chosen = next((o for o in usable if o.default), usable[0] if usable else None)
+        if chosen is not None:
+            conversation.channel_ids = [chosen.channel_id]
+            conversation.last_channel_id = chosen.channel_id
+        session.add(conversation)
+        await session.flush()
+        transition = "new"
+    await conversations.reply(
+        session,
+        tenant,
+        conversation_id=conversation.id,
+        text=note,
+        attachments=[],
+        private=True,
+        channel_id=None,
+        author_user_id=None,
+    )
+    await emit(
+        session,
+        tenant_id=tenant.id,
+        topic="conversation.requested",
+        payload={
+            "conversation_id": conversation.id,
+            "customer_id": customer_id,
+            "conversation": transition,
+            "about": about,
+        },
+    )
+    return conversation.id
+
+
+async def conversation_for_notice(
+    session: AsyncSession, tenant: TenantContext, customer_id: str
+) -> Conversation:
+    """The conversation a notice to the customer joins (see the module docstring); a new one
+    is not stored until ``queue_notice`` puts a message in it. For a sender that chooses the
+    channel itself from ``reply_options`` of this conversation (engagement's sending rules)."""
+    return await _conversation_for_notice(session, tenant, customer_id)
+
+
+async def queue_notice(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    conversation: Conversation,
+    channel_id: str,
+    channel_kind: str,
+    text: str,
+    about: dict[str, Any],
+    template: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> Notified:
+    """Queue ``text`` (or an approved WhatsApp ``template``) in ``conversation`` on the chosen
+    channel, marked automated with ``about``; ``data`` joins the message's data (an email's
+    ``subject`` and ``html``)."""
+    if conversation not in session:
+        session.add(conversation)
+        await session.flush()
+    message = await conversations.reply(
+        session,
+        tenant,
+        conversation_id=conversation.id,
+        text=text,
+        attachments=[],
+        private=False,
+        channel_id=channel_id,
+        author_user_id=None,
+        template=template,
+        automated=about,
+    )
+    if data:
+        message.data = {**(message.data or {}), **data}
+        await session.flush()
+    return Notified(message.id, channel_id, channel_kind, conversation.id)

@@ -37,9 +37,11 @@ from hilos.customers.schemas import (
     LoyaltyBrief,
     MergeOut,
     OrderBrief,
+    RecommendationBrief,
     TimelineItem,
     UnmergeRequest,
 )
+from hilos.engagement import recommend
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
@@ -130,6 +132,9 @@ async def customer_360(
     cart = await carts.active_cart(session, tenant, customer.id)
     points = await loyalty.summary(session, tenant, customer.id)
     recent_orders = await orders.list_orders(session, tenant, customer_id=customer.id, limit=5)
+    recommended = await recommend.recommend_for(
+        session, tenant, customer, limit=5, events=events, messages=[m for m, _ in messages]
+    )
     timeline = [
         TimelineItem(
             id=e.id,
@@ -183,6 +188,12 @@ async def customer_360(
                 created_at=o.created_at,
             )
             for o in recent_orders
+        ],
+        recommendations=[
+            RecommendationBrief(
+                sku=r.sku, name=r.name, score=r.score, reasons=r.reasons, bought_with=r.bought_with
+            )
+            for r in recommended
         ],
     )
 

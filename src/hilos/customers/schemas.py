@@ -172,6 +172,18 @@ class OrderBrief(BaseModel):
     created_at: datetime
 
 
+class RecommendationBrief(BaseModel):
+    """A product to offer the customer, and why (``hilos.engagement.recommend``)."""
+
+    sku: str
+    name: str
+    score: float
+    # bought_together:<product_id>, mentioned, viewed, popular
+    reasons: list[str]
+    # Names of the products it is often bought with.
+    bought_with: list[str] = []
+
+
 class Customer360(CustomerOut):
     identities: list[IdentityOut]
     consents: list[ConsentOut]
@@ -182,6 +194,8 @@ class Customer360(CustomerOut):
     loyalty: LoyaltyBrief | None = None
     # The latest five, newest first.
     recent_orders: list[OrderBrief] = []
+    # The best five, best first.
+    recommendations: list[RecommendationBrief] = []
 
 
 class MergeOut(BaseModel):

@@ -93,6 +93,48 @@ def register_merge_participant(participant: MergeParticipant) -> None:
         MERGE_PARTICIPANTS.append(participant)
 
 
+class OwnedRowsParticipant:
+    """The merge participant of a domain whose rows only change owner: on a merge the merged
+    customer's rows of each model become the survivor's; on unmerge exactly those go back.
+
+    The record names the rows moved, per table, so rows the survivor gained afterwards stay.
+    """
+
+    def __init__(self, name: str, *models: Any) -> None:
+        self.name = name
+        self.models = models
+
+    async def absorb(
+        self, session: AsyncSession, tenant: TenantContext, *, survivor_id: str, merged_id: str
+    ) -> dict[str, Any]:
+        return {
+            model.__tablename__: await move_customer_rows(
+                session,
+                model,
+                from_id=merged_id,
+                to_id=survivor_id,
+                where=model.tenant_id == tenant.id,
+            )
+            for model in self.models
+        }
+
+    async def restore(
+        self,
+        session: AsyncSession,
+        tenant: TenantContext,
+        *,
+        survivor_id: str,
+        merged_id: str,
+        record: dict[str, Any],
+    ) -> None:
+        for model in self.models:
+            ids = [str(i) for i in record.get(model.__tablename__) or []]
+            if ids:
+                await move_customer_rows(
+                    session, model, from_id=survivor_id, to_id=merged_id, ids=ids
+                )
+
+
 def dialect_insert(session: AsyncSession, table: Any) -> Any:
     """``INSERT`` with ``ON CONFLICT`` support for the session's database."""
     return insert_for(session.get_bind().dialect.name, table)
@@ -166,15 +208,24 @@ def apply_profile(
 
 
 async def set_trait(
-    session: AsyncSession, tenant: TenantContext, *, customer_id: str, key: str, value: Any
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    customer_id: str,
+    key: str,
+    value: Any,
+    customer: Customer | None = None,
+    flush: bool = True,
 ) -> bool:
     """Set one trait (``None`` removes it) and leave the others as they are; True if it changed.
 
     For a domain that keeps one trait up to date (loyalty keeps ``tier``, which routing reads).
     It changes the session's own copy of the customer, so a merge in progress keeps the traits
-    it has filled in.
+    it has filled in. A caller that loaded the customer in this session (a batch of journey
+    runs) passes it as ``customer`` and may leave the write to its own flush.
     """
-    customer = await get_customer(session, tenant, customer_id)
+    if customer is None or customer.id != customer_id:
+        customer = await get_customer(session, tenant, customer_id)
     traits = dict(customer.traits or {})
     if value is None:
         if key not in traits:
@@ -186,7 +237,8 @@ async def set_trait(
         traits[key] = value
     customer.traits = traits
     customer.updated_at = now()
-    await session.flush()
+    if flush:
+        await session.flush()
     return True
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -1523,6 +1523,17 @@ async def queue_stats(session: AsyncSession, tenant: TenantContext, queue_id: st
 
 FREEING = ("conversation.resolved", "conversation.pending", "conversation.snoozed")
 
+# Who may take a new conversation before the queues do: the virtual assistant answers first
+# on its channels and hands the conversation to routing (``request_routing``) when a person
+# is needed. A hold gets the relay's ``message.received`` events of new and reopened
+# conversations and answers the conversation ids it takes; routing leaves those alone.
+ArrivalHold = Callable[[AsyncSession, Sequence[OutboxEvent]], Awaitable[set[str]]]
+_ARRIVAL_HOLDS: dict[str, ArrivalHold] = {}
+
+
+def register_arrival_hold(name: str, hold: ArrivalHold) -> None:
+    _ARRIVAL_HOLDS[name] = hold
+
 
 async def consume(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
     """The relay's consumer: note durably what routing must do, in the relay's transaction.
@@ -1540,9 +1551,19 @@ async def consume(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
         if event.topic == "message.received":
             if event.payload.get("conversation") in ("new", "reopened"):
                 arrived[conversation_id] = event
+        elif event.topic == "conversation.requested":
+            # The business asked for an agent (a journey's step): routed like a new one,
+            # unless an agent already has it.
+            if event.payload.get("conversation") == "new":
+                arrived[conversation_id] = event
         elif event.topic in FREEING:
             changed[conversation_id] = event
     moment = clock_now()
+    if arrived and _ARRIVAL_HOLDS:
+        received = [e for e in arrived.values() if e.topic == "message.received"]
+        for hold in _ARRIVAL_HOLDS.values():
+            for conversation_id in await hold(session, received):
+                arrived.pop(conversation_id, None)
     if arrived:
         existing = dict(
             (
@@ -1634,7 +1655,11 @@ async def _settle_resolved(
     )
 
 
-register_consumer("routing", topics=("message.received", *FREEING), consume=consume)
+register_consumer(
+    "routing",
+    topics=("message.received", "conversation.requested", *FREEING),
+    consume=consume,
+)
 
 
 async def run_due(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, int]:
