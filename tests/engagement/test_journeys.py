@@ -578,3 +578,95 @@ async def test_a_step_opens_a_conversation_that_routing_offers_to_an_agent(
         "note",
         "Carrito grande abandonado: llamar para ayudar.",
     )
+
+
+async def test_the_console_shows_where_the_customer_is_in_each_journey(
+    app: Any, client: httpx.AsyncClient, tenant: TenantHandle, frozen: Clock
+) -> None:
+    from tests.web.test_console import make_agent, sign_in
+
+    await location(client, tenant, "ALM")
+    await product(client, tenant, "GORRO")
+    await create(
+        client,
+        tenant,
+        name="Bienvenida",
+        definition={
+            "start": "wait",
+            "steps": [
+                {"id": "wait", "type": "wait", "seconds": 86_400, "next": "tag"},
+                {"id": "tag", "type": "add_tag", "tag": "x", "next": None},
+            ],
+        },
+    )
+    cart = await start_cart(client, tenant, "luz@example.es")
+    await abandon(app, frozen)
+    await tick(app)
+    runs = await client.get(f"/v1/customers/{cart['customer_id']}", headers=tenant.headers)
+    assert [(j["journey"], j["status"], j["step_id"]) for j in runs.json()["journeys"]] == [
+        ("Bienvenida", "active", "wait")
+    ]
+    agent = await make_agent(client, tenant)
+    await sign_in(client, agent.email)
+    page = await client.get(f"/console/customers/{cart['customer_id']}")
+    for expected in ("Recorridos", "Bienvenida", "En curso", "en el paso wait"):
+        assert expected in page.text, expected
+    english = await client.get(f"/console/customers/{cart['customer_id']}?lang=en")
+    for expected in ("Journeys", "In progress", "at step wait"):
+        assert expected in english.text, expected
+
+
+async def test_a_webhook_step_posts_to_its_endpoint_signed(
+    app: Any, client: httpx.AsyncClient, tenant: TenantHandle, frozen: Clock
+) -> None:
+    from hilos.integrations.delivery import send_due, verify_signature
+    from tests.integrations.receiver import receiving
+
+    await location(client, tenant, "ALM")
+    await product(client, tenant, "GORRO")
+    async with receiving() as receiver:
+        endpoint = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": receiver.url("/crm"), "topics": ["order.*"]},
+            headers=tenant.headers,
+        )
+        assert endpoint.status_code == 201, endpoint.text
+        bad = await client.post(
+            "/v1/journeys",
+            json={
+                "name": "sin destino",
+                "trigger": {"event": "cart.abandoned"},
+                "definition": {
+                    "start": "h",
+                    "steps": [{"id": "h", "type": "webhook", "endpoint_id": "nope", "next": None}],
+                },
+            },
+            headers=tenant.headers,
+        )
+        assert (bad.status_code, bad.json()["error"]["code"]) == (422, "unknown_endpoint")
+        await create(
+            client,
+            tenant,
+            definition={
+                "start": "h",
+                "steps": [
+                    {
+                        "id": "h",
+                        "type": "webhook",
+                        "endpoint_id": endpoint.json()["id"],
+                        "next": None,
+                    }
+                ],
+            },
+        )
+        cart = await start_cart(client, tenant, "mar@example.es")
+        await abandon(app, frozen)
+        await tick(app)
+        while await send_due(app.state.sessionmaker, app.state.worker.http_client()):
+            pass
+        [request] = receiver.at("/crm")
+        verify_signature(endpoint.json()["secret"], request.headers, request.body, at=frozen.now)
+        body = request.json()
+        assert body["type"] == "journey.webhook"
+        assert body["data"]["customer_id"] == cart["customer_id"]
+        assert body["data"]["context"]["cart_id"] == cart["id"]

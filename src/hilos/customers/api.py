@@ -34,6 +34,7 @@ from hilos.customers.schemas import (
     IdentityConflict,
     IdentityIn,
     IdentityOut,
+    JourneyPlace,
     LoyaltyBrief,
     MergeOut,
     OrderBrief,
@@ -41,7 +42,7 @@ from hilos.customers.schemas import (
     TimelineItem,
     UnmergeRequest,
 )
-from hilos.engagement import recommend
+from hilos.engagement import journeys, recommend
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
@@ -135,6 +136,7 @@ async def customer_360(
     recommended = await recommend.recommend_for(
         session, tenant, customer, limit=5, events=events, messages=[m for m, _ in messages]
     )
+    places = await journeys.places_of_customer(session, tenant, customer.id)
     timeline = [
         TimelineItem(
             id=e.id,
@@ -194,6 +196,19 @@ async def customer_360(
                 sku=r.sku, name=r.name, score=r.score, reasons=r.reasons, bought_with=r.bought_with
             )
             for r in recommended
+        ],
+        journeys=[
+            JourneyPlace(
+                run_id=run.id,
+                journey_id=run.journey_id,
+                journey=name,
+                status=run.status,
+                step_id=run.step_id,
+                next_at=run.next_at,
+                exit_reason=run.exit_reason,
+                entered_at=run.entered_at,
+            )
+            for run, name in places
         ],
     )
 

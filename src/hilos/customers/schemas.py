@@ -184,6 +184,20 @@ class RecommendationBrief(BaseModel):
     bought_with: list[str] = []
 
 
+class JourneyPlace(BaseModel):
+    """Where the customer is in one journey (``hilos.engagement.journeys``)."""
+
+    run_id: str
+    journey_id: str
+    journey: str
+    # active, done, exited, failed
+    status: str
+    step_id: str | None
+    next_at: datetime | None
+    exit_reason: str | None
+    entered_at: datetime
+
+
 class Customer360(CustomerOut):
     identities: list[IdentityOut]
     consents: list[ConsentOut]
@@ -196,6 +210,8 @@ class Customer360(CustomerOut):
     recent_orders: list[OrderBrief] = []
     # The best five, best first.
     recommendations: list[RecommendationBrief] = []
+    # The latest five journeys the customer entered, newest first.
+    journeys: list[JourneyPlace] = []
 
 
 class MergeOut(BaseModel):

@@ -16,8 +16,8 @@ Step types:
   sending rules (consent, quiet hours, frequency cap).
 - ``set_trait``: ``{"key", "value"}``; ``add_tag``: ``{"tag"}`` (the ``tags`` trait).
 - ``open_conversation``: ``{"note"}``: a conversation for an agent, with the note.
-- ``webhook``: ``{"url"}``: a signed POST through the outbound webhooks (an endpoint of the
-  tenant subscribed to ``journey.*`` receives ``journey.webhook``).
+- ``webhook``: ``{"endpoint_id"}``: a signed POST of ``journey.webhook`` (the run, the customer
+  and what started the run) to that outbound webhook endpoint of the tenant, with its retries.
 
 Conditions: ``{"all": [...]}``, ``{"any": [...]}``, ``{"not": c}``, ``{"segment": id}``,
 ``{"trait": key, "op": "eq|neq|exists|in|gt|gte|lt|lte", "value": v}``, ``{"cart_open": true}``
@@ -121,10 +121,11 @@ def _check_step(step: dict[str, Any], where: str) -> None:
     elif kind == "open_conversation":
         if not isinstance(step.get("note"), str) or not step["note"].strip():
             raise _fail("open_conversation leaves the agent a note", f"{where}.note")
-    elif kind == "webhook":
-        url = step.get("url")
-        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-            raise _fail("a webhook step needs an http(s) url", f"{where}.url")
+    elif kind == "webhook" and not isinstance(step.get("endpoint_id"), str):
+        raise _fail(
+            "a webhook step names the endpoint_id of an outbound webhook endpoint",
+            f"{where}.endpoint_id",
+        )
 
 
 def _check_wait(step: dict[str, Any], where: str) -> None:

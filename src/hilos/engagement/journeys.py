@@ -135,6 +135,17 @@ async def _check_references(
                     field=f"definition.steps.{index}.template_id",
                     code="unknown_template",
                 ) from error
+        if step["type"] == "webhook":
+            from hilos.integrations import service as integrations
+
+            try:
+                await integrations.get_endpoint(session, tenant, step["endpoint_id"])
+            except NotFound as error:
+                raise Invalid(
+                    f"step {step['id']} calls endpoint {step['endpoint_id']}, which does not exist",
+                    field=f"definition.steps.{index}.endpoint_id",
+                    code="unknown_endpoint",
+                ) from error
         if step["type"] == "condition":
             for segment_id in _segments_in(step["if"]):
                 await _check_segment(session, tenant, segment_id, f"definition.steps.{index}.if")
@@ -632,14 +643,15 @@ async def _take(
             tenant_id=tenant.id,
             topic="journey.webhook",
             payload={
+                "endpoint_id": step["endpoint_id"],
                 "journey_id": journey.id,
                 "run_id": run.id,
+                "step_id": step["id"],
                 _CUSTOMER_KEY: run.customer_id,
-                "url": step["url"],
                 "context": context,
             },
         )
-        return ("called", {"url": step["url"]}, step.get("next"), None)
+        return ("called", {"endpoint_id": step["endpoint_id"]}, step.get("next"), None)
     raise Invalid(f"unknown step type {kind}", field="type")
 
 
@@ -817,6 +829,20 @@ async def runs_of_customer(
         .order_by(JourneyRun.entered_at.desc())
     )
     return list(rows.all())
+
+
+async def places_of_customer(
+    session: AsyncSession, tenant: TenantContext, customer_id: str, *, limit: int = 5
+) -> list[tuple[JourneyRun, str]]:
+    """The customer's latest runs with their journey's name (one query; the 360 view)."""
+    rows = await session.execute(
+        select(JourneyRun, Journey.name)
+        .join(Journey, Journey.id == JourneyRun.journey_id)
+        .where(JourneyRun.tenant_id == tenant.id, JourneyRun.customer_id == customer_id)
+        .order_by(JourneyRun.entered_at.desc())
+        .limit(limit)
+    )
+    return [(run, name) for run, name in rows.all()]
 
 
 async def runs_of_journey(

@@ -328,6 +328,10 @@ def event_body(event: OutboxEvent) -> str:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
 
 
+# Topics whose events name the one endpoint they are for (``payload.endpoint_id``).
+ADDRESSED_TOPICS = frozenset({"journey.webhook"})
+
+
 async def fan_out(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
     """The outbox consumer: one pending delivery per (event, matching enabled endpoint)."""
     tenant_ids = {event.tenant_id for event in events}
@@ -346,9 +350,14 @@ async def fan_out(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
     moment = now()
     deliveries: list[dict[str, Any]] = []
     for event in events:
-        wanted = [
-            id_ for id_, matches in endpoints.get(event.tenant_id, ()) if matches(event.topic)
-        ]
+        target = event.payload.get("endpoint_id") if event.topic in ADDRESSED_TOPICS else None
+        if target is not None:
+            # An event for one endpoint (a journey's webhook step), whatever it subscribes to.
+            wanted = [id_ for id_, _ in endpoints.get(event.tenant_id, ()) if id_ == target]
+        else:
+            wanted = [
+                id_ for id_, matches in endpoints.get(event.tenant_id, ()) if matches(event.topic)
+            ]
         if not wanted:
             continue
         body = event_body(event)

@@ -131,6 +131,12 @@ VOCABULARY: Mapping[str, Mapping[str, str]] = {
         "delivered": N_("Delivered"),
         "cancelled": N_("Cancelled"),
     },
+    "journey_status": {
+        "active": N_("In progress"),
+        "done": N_("Completed"),
+        "exited": N_("Left"),
+        "failed": N_("Failed"),
+    },
     "role": {
         "admin": N_("Administrator"),
         "supervisor": N_("Supervisor"),
