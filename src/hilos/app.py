@@ -22,6 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hilos import __version__
+from hilos.analytics.audit_api import router as audit_router
+from hilos.analytics.kpis_api import router as kpis_router
+from hilos.analytics.reviews_api import router as reviews_router
+from hilos.analytics.survey_pages import router as survey_pages_router
+from hilos.analytics.surveys_api import router as surveys_router
 from hilos.channels.api import router as channels_router
 from hilos.channels.files_api import router as files_router
 from hilos.channels.registry import load_adapters
@@ -60,6 +65,7 @@ from hilos.tracking.api import router as tracking_router
 from hilos.web.commerce_pages import router as commerce_pages_router
 from hilos.web.console import ConsoleError, render_console_error, static_files
 from hilos.web.console import router as console_router
+from hilos.web.dashboard import router as dashboard_router
 from hilos.web.live import router as console_live_router
 from hilos.web.supervisor import router as supervisor_router
 from hilos.worker import Worker
@@ -234,7 +240,13 @@ def create_app(
         console_router,
         console_live_router,
         supervisor_router,
+        audit_router,
+        kpis_router,
+        reviews_router,
+        surveys_router,
+        survey_pages_router,
         commerce_pages_router,
+        dashboard_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")

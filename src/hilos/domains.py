@@ -8,7 +8,7 @@ process moves loyalty points and orders too, and its relay runs every consumer.
 
 from __future__ import annotations
 
-from hilos.analytics import sentiment
+from hilos.analytics import reviews, sentiment, surveys
 from hilos.commerce import carts, loyalty, returns
 from hilos.conversations import service as conversations
 from hilos.engagement import assistant, journeys, recommend, segments, sending
@@ -26,10 +26,12 @@ REGISTERING_MODULES = (
     recommend,
     loyalty,
     returns,
+    reviews,
     routing,
     segments,
     sending,
     sentiment,
     sla,
+    surveys,
     tasks,
 )

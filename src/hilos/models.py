@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hilos.analytics import kpi_models, review_models, survey_models
 from hilos.analytics import models as analytics_models
 from hilos.channels import models as channels_models
 from hilos.commerce import (
@@ -46,7 +47,9 @@ __all__ = [
     "core_models",
     "customers_models",
     "journey_models",
+    "kpi_models",
     "recommend_models",
+    "review_models",
     "integrations_models",
     "loyalty_models",
     "metadata",
@@ -57,6 +60,7 @@ __all__ = [
     "send_models",
     "sla_models",
     "stock_models",
+    "survey_models",
     "tasks_models",
     "template_models",
     "web_models",

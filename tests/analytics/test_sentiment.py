@@ -202,7 +202,8 @@ async def test_the_conversation_shows_the_latest_message_sentiment(
         )
         await sentiment.consume(session, events)
     async with sessionmaker() as session:
-        assert await session.scalar(select(func.count()).select_from(MessageSentiment)) == 2
+        scored = select(func.count()).where(MessageSentiment.tenant_id == tenant.id)
+        assert await session.scalar(scored) == 2
 
     # Another tenant's conversation is not theirs to read.
     other: TenantHandle = await make_tenant("Otra tienda")

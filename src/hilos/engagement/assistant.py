@@ -62,7 +62,7 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hilos.analytics import sentiment
+from hilos.analytics import sentiment, surveys
 from hilos.commerce import catalog, orders, stock
 from hilos.commerce.models import Location, Product, Variant
 from hilos.commerce.order_models import Order
@@ -490,6 +490,9 @@ async def _quiet_because(
         return "assistant_disabled"
     if turn.channel_kind not in settings.channel_kinds:
         return "channel_disabled"
+    if await surveys.took_message(session, tenant, turn.message_id):
+        # The customer answered a survey ("4"): nothing to answer, nobody to call.
+        return "survey_answer"
     conversation = await conversations.get_conversation(session, tenant, turn.conversation_id)
     if conversation.status == "merged":
         return "conversation_merged"

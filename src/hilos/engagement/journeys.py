@@ -41,7 +41,7 @@ from hilos.core.errors import Conflict, HilosError, Invalid, NotFound
 from hilos.core.ids import new_id
 from hilos.core.models import OutboxEvent
 from hilos.core.outbox import emit, register_consumer
-from hilos.core.tenancy import TenantContext, get_owned, tenant_scope
+from hilos.core.tenancy import TenantContext, get_owned, load_tenant, tenant_scope
 from hilos.customers import service as customers
 from hilos.customers.models import Customer
 from hilos.engagement.journey_definition import check_condition, check_definition
@@ -466,9 +466,14 @@ async def _walk_batch(
             )
         ).all()
     }
+    # The tenants' real settings (time zone, language, name): sends and time windows use them.
+    tenants = {
+        tenant_id: await load_tenant(session, tenant_id)
+        for tenant_id in sorted({r.tenant_id for r in runs})
+    }
     taken = 0
     for run in runs:
-        batch = _Batch(loaded)
+        batch = _Batch(loaded, tenants[run.tenant_id])
         if not isolate:
             taken += await _walk(session, journeys_by_id[run.journey_id], run, batch)
             continue
@@ -488,17 +493,18 @@ async def _walk_batch(
 
 
 class _Batch:
-    """What the runs of one batch share: the customers loaded for them."""
+    """What the runs of one batch share: the customers loaded for them, and their tenant."""
 
-    def __init__(self, customers: dict[str, Customer]) -> None:
+    def __init__(self, customers: dict[str, Customer], tenant: TenantContext) -> None:
         self.customers = customers
+        self.tenant = tenant
 
 
 async def _walk(
     session: AsyncSession, journey: Journey, run: JourneyRun, batch: _Batch | None = None
 ) -> int:
     """Take the run's due steps until it waits or ends; return the steps taken."""
-    tenant = TenantContext(id=run.tenant_id)
+    tenant = batch.tenant if batch is not None else await load_tenant(session, run.tenant_id)
     taken = 0
     moment = now()
     if journey.status != "active":

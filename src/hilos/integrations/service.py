@@ -64,6 +64,14 @@ TOPIC_FAMILIES: dict[str, str] = {
     "sla": "sla.warning, sla.breached",
     "agent": "agent.presence",
     "webhook": "webhook.endpoint_disabled",
+    "segment": "segment.entered, segment.exited",
+    "journey": "journey.entered, journey.done, journey.exited, journey.failed, "
+    "journey.webhook (to the endpoint a journey's step names)",
+    "campaign": "campaign.started, campaign.sent",
+    "assistant": "assistant.answered, assistant.handed_off",
+    "survey": "survey.answered, survey.commented",
+    "review": "review.received",
+    "mention": "mention.received",
 }
 _EXACT_TOPIC = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
 _TOPIC_PATTERN = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*\.\*")

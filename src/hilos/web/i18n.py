@@ -120,6 +120,8 @@ VOCABULARY: Mapping[str, Mapping[str, str]] = {
         "order": N_("Order"),
         "return": N_("Return"),
         "loyalty": N_("Loyalty"),
+        "survey": N_("Survey"),
+        "review": N_("Review"),
     },
     "order_status": {
         "placed": N_("Placed"),
