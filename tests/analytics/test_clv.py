@@ -24,6 +24,7 @@ orders.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,22 @@ async def test_too_few_customers_give_a_reason_instead_of_a_figure(
             )
             is None
         )
+
+
+async def test_an_older_fit_answers_at_once_while_the_new_hour_is_fitted_behind(
+    tenant: TenantHandle, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await _seed_buyers(sessionmaker, tenant)
+    first_hour = datetime(2026, 1, 1, tzinfo=UTC)
+    next_hour = first_hour + timedelta(hours=1)
+    async with sessionmaker() as session:
+        fitted = await clv.tenant_prediction(session, tenant.context, as_of=first_hour)
+        # An hour later the dashboard does not wait for a new fit: it gets the last one...
+        stale = await clv.tenant_prediction(session, tenant.context, as_of=next_hour)
+        assert stale is fitted
+        # ...while the new hour's is fitted in a thread, and answered once it is ready.
+        await asyncio.gather(*clv._REFITS)
+        fresh = await clv.tenant_prediction(session, tenant.context, as_of=next_hour)
+    assert fitted is not None
+    assert fresh is not None
+    assert (fitted.as_of, fresh.as_of) == (first_hour, next_hour)
