@@ -16,12 +16,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Links Hilos writes (survey pages, unsubscribe, the demo's summary) point where it listens,
+# unless HILOS_BASE_URL says otherwise (a deployment behind a proxy).
+BASE_URL = $${HILOS_BASE_URL:-http://$(HOST):$(PORT)}
+
 demo: install
-	$(BIN)/hilos demo
-	$(BIN)/hilos serve --host $(HOST) --port $(PORT)
+	HILOS_BASE_URL=$(BASE_URL) $(BIN)/hilos demo
+	HILOS_BASE_URL=$(BASE_URL) $(BIN)/hilos serve --host $(HOST) --port $(PORT)
 
 serve: install
-	$(BIN)/hilos serve --host $(HOST) --port $(PORT)
+	HILOS_BASE_URL=$(BASE_URL) $(BIN)/hilos serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .
