@@ -670,3 +670,42 @@ async def test_a_webhook_step_posts_to_its_endpoint_signed(
         assert body["type"] == "journey.webhook"
         assert body["data"]["customer_id"] == cart["customer_id"]
         assert body["data"]["context"]["cart_id"] == cart["id"]
+
+
+async def test_a_purchase_relayed_together_with_the_abandonment_ends_the_run_at_once(
+    app: Any, client: httpx.AsyncClient, tenant: TenantHandle, frozen: Clock
+) -> None:
+    from hilos.commerce import carts
+
+    await location(client, tenant, "SOL", "store")
+    await product(client, tenant, "GORRO", prices={"web": 1500, "store:SOL": 1500})
+    await receive(client, tenant, "GORRO", "SOL", 3)
+    await create(
+        client,
+        tenant,
+        definition={
+            "start": "t",
+            "steps": [
+                {"id": "t", "type": "wait", "seconds": 3600, "next": "mark"},
+                {"id": "mark", "type": "add_tag", "tag": "recordado", "next": None},
+            ],
+        },
+        exit_on=["order.placed"],
+    )
+    cart = await start_cart(client, tenant, "olga@example.es")
+    frozen.advance(hours=2)
+    await carts.abandon_idle(app.state.sessionmaker)
+    # She buys at the till before the worker relays the abandonment: one batch holds both.
+    frozen.advance(minutes=1)
+    sold = await place(
+        client,
+        tenant,
+        {"sku": "GORRO", "quantity": 1, "fulfilment": "in_store"},
+        channel="store:SOL",
+        email="olga@example.es",
+    )
+    assert sold.status_code == 201, sold.text
+    frozen.advance(minutes=1)  # the worker's round comes a moment later
+    await tick(app)
+    (run,) = await place_of(client, tenant, cart["customer_id"])
+    assert (run["status"], run["exit_reason"]) == ("exited", "order.placed")

@@ -220,7 +220,12 @@ async def update_journey(
 
 
 async def consume(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
-    """Start, end and wake runs for the relay's events, in the relay's transaction."""
+    """Start, end and wake runs for the relay's events, in the relay's transaction.
+
+    Every relayed batch passes here, so the work is a fixed number of queries per batch: the
+    batch's tenants' journeys, then — only for events some journey exits on or waits for —
+    the active runs of those events' customers.
+    """
     by_tenant: dict[str, list[OutboxEvent]] = defaultdict(list)
     for event in events:
         if isinstance(event.payload.get(_CUSTOMER_KEY), str) and not event.topic.startswith(
@@ -229,25 +234,66 @@ async def consume(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
             by_tenant[event.tenant_id].append(event)
     if not by_tenant:
         return
-    active = (
-        await session.scalars(
-            select(Journey).where(
-                Journey.tenant_id.in_(sorted(by_tenant)), Journey.status == "active"
-            )
-        )
+    journeys = (
+        await session.scalars(select(Journey).where(Journey.tenant_id.in_(sorted(by_tenant))))
     ).all()
-    journeys_of: dict[str, list[Journey]] = defaultdict(list)
-    for journey in active:
-        journeys_of[journey.tenant_id].append(journey)
+    if not journeys:
+        return
+    by_id = {journey.id: journey for journey in journeys}
+    watched: dict[str, set[str]] = defaultdict(set)
+    for journey in journeys:
+        watched[journey.tenant_id].update(journey.exit_on or ())
+        watched[journey.tenant_id].update(
+            str(step["event"])
+            for step in journey.definition.get("steps", [])
+            if step.get("type") == "wait" and step.get("event")
+        )
+    runs_of = await _active_runs(
+        session,
+        [
+            (event.tenant_id, event.payload[_CUSTOMER_KEY])
+            for tenant_events in by_tenant.values()
+            for event in tenant_events
+            if event.topic in watched[event.tenant_id]
+        ],
+    )
     for tenant_id, tenant_events in by_tenant.items():
         for event in tenant_events:
-            await _exit_and_wake(session, tenant_id, event)
-            for journey in journeys_of.get(tenant_id, []):
-                if _triggers(journey, event):
-                    await _enter(session, journey, event)
+            pair = (tenant_id, event.payload[_CUSTOMER_KEY])
+            if runs_of.get(pair):
+                await _exit_and_wake(session, event, runs_of[pair], by_id)
+            for journey in journeys:
+                if journey.tenant_id == tenant_id and _triggers(journey, event):
+                    entered = await _enter(session, journey, event)
+                    if entered is not None:
+                        # A later event of this batch (the purchase) may end it at once.
+                        runs_of.setdefault(pair, []).append(entered)
+
+
+async def _active_runs(
+    session: AsyncSession, pairs: list[tuple[str, str]]
+) -> dict[tuple[str, str], list[JourneyRun]]:
+    """The active runs of each (tenant, customer), in one query."""
+    if not pairs:
+        return {}
+    found: dict[tuple[str, str], list[JourneyRun]] = defaultdict(list)
+    rows = await session.scalars(
+        select(JourneyRun).where(
+            JourneyRun.tenant_id.in_({tenant_id for tenant_id, _ in pairs}),
+            JourneyRun.customer_id.in_({customer_id for _, customer_id in pairs}),
+            JourneyRun.status == "active",
+        )
+    )
+    wanted = set(pairs)
+    for run in rows.all():
+        if (run.tenant_id, run.customer_id) in wanted:
+            found[(run.tenant_id, run.customer_id)].append(run)
+    return found
 
 
 def _triggers(journey: Journey, event: OutboxEvent) -> bool:
+    if journey.status != "active":
+        return False
     trigger = journey.trigger
     if trigger.get("event") != event.topic:
         return False
@@ -255,7 +301,10 @@ def _triggers(journey: Journey, event: OutboxEvent) -> bool:
     return segment_id is None or event.payload.get("segment_id") == segment_id
 
 
-async def _enter(session: AsyncSession, journey: Journey, event: OutboxEvent) -> None:
+async def _enter(session: AsyncSession, journey: Journey, event: OutboxEvent) -> JourneyRun | None:
+    """Start the customer's run of ``journey`` for ``event``, unless the re-entry policy or an
+    earlier relay of the same event already did. It is entered when the event happened, so an
+    exit event that happened after it ends it even if both are relayed together."""
     customer_id = event.payload[_CUSTOMER_KEY]
     if journey.reentry != "always":
         statuses = ("active",) if journey.reentry == "after_exit" else None
@@ -263,7 +312,7 @@ async def _enter(session: AsyncSession, journey: Journey, event: OutboxEvent) ->
         if statuses is not None:
             condition.append(JourneyRun.status.in_(statuses))
         if (await session.execute(select(JourneyRun.id).where(*condition).limit(1))).first():
-            return
+            return None
     moment = now()
     run = JourneyRun(
         id=new_id(),
@@ -276,7 +325,7 @@ async def _enter(session: AsyncSession, journey: Journey, event: OutboxEvent) ->
         next_at=moment,
         context={"trigger": event.topic, **event.payload},
         steps_taken=0,
-        entered_at=moment,
+        entered_at=as_utc(event.created_at),
         updated_at=moment,
     )
     try:
@@ -284,40 +333,27 @@ async def _enter(session: AsyncSession, journey: Journey, event: OutboxEvent) ->
             session.add(run)
             await session.flush()
     except IntegrityError:
-        return  # this event already started this journey (a relay that ran twice)
+        return None  # this event already started this journey (a relay that ran twice)
     await emit(
         session,
         tenant_id=journey.tenant_id,
         topic="journey.entered",
         payload={"journey_id": journey.id, "run_id": run.id, _CUSTOMER_KEY: customer_id},
     )
+    return run
 
 
-async def _exit_and_wake(session: AsyncSession, tenant_id: str, event: OutboxEvent) -> None:
-    customer_id = event.payload[_CUSTOMER_KEY]
-    candidates = (
-        await session.scalars(
-            select(JourneyRun).where(
-                JourneyRun.tenant_id == tenant_id,
-                JourneyRun.customer_id == customer_id,
-                JourneyRun.status == "active",
-            )
-        )
-    ).all()
-    if not candidates:
-        return
-    journeys = {
-        j.id: j
-        for j in (
-            await session.scalars(
-                select(Journey).where(Journey.id.in_({run.journey_id for run in candidates}))
-            )
-        ).all()
-    }
+async def _exit_and_wake(
+    session: AsyncSession,
+    event: OutboxEvent,
+    candidates: Sequence[JourneyRun],
+    journeys: dict[str, Journey],
+) -> None:
+    """End the runs whose journey exits on ``event``; move on those that wait for it."""
     moment = now()
     for run in candidates:
         journey = journeys.get(run.journey_id)
-        if journey is None:
+        if journey is None or run.status != "active":
             continue
         if event.topic in journey.exit_on and as_utc(event.created_at) >= as_utc(run.entered_at):
             await _end(session, run, "exited", reason=event.topic, moment=moment)
