@@ -233,7 +233,7 @@ async def _price_lines(
             )
         ).all()
     }
-    moment = now()
+    prices = await pricing.effective_prices(session, tenant, at=now(), skus=skus)
     priced: list[_Line] = []
     currencies: set[str] = set()
     for index, line in enumerate(lines):
@@ -244,7 +244,6 @@ async def _price_lines(
                 code="unknown_sku",
                 details={"field": f"lines[{index}].sku"},
             )
-        prices = await pricing.effective_prices(session, tenant, at=moment, sku=line.sku)
         price = prices.get(line.sku, {}).get(channel)
         if price is None:
             raise Invalid(

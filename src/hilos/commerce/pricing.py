@@ -190,8 +190,10 @@ async def effective_prices(
     *,
     at: datetime,
     sku: str | None = None,
+    skus: Sequence[str] | None = None,
 ) -> dict[str, dict[str, PriceView]]:
-    """``{sku: {channel: price}}``: each channel's effective price at ``at``."""
+    """``{sku: {channel: price}}``: each channel's effective price at ``at``, of one ``sku``,
+    of ``skus``, or of every SKU."""
     statement = (
         tenant_scope(select(Price), Price, tenant)
         .add_columns(Variant.sku)
@@ -205,6 +207,8 @@ async def effective_prices(
     )
     if sku is not None:
         statement = statement.where(Variant.sku == sku)
+    if skus is not None:
+        statement = statement.where(Variant.sku.in_(list(skus)))
     found: dict[str, dict[str, PriceView]] = defaultdict(dict)
     for price, variant_sku in (await session.execute(statement)).all():
         found[variant_sku].setdefault(price.channel, PriceView.of(price, variant_sku))
