@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hilos.analytics import kpi_models, review_models, survey_models
+from hilos.analytics import clv_models, kpi_models, review_models, survey_models
 from hilos.analytics import models as analytics_models
 from hilos.channels import models as channels_models
 from hilos.commerce import (
@@ -40,6 +40,7 @@ __all__ = [
     "assistant_models",
     "campaign_models",
     "canned_models",
+    "clv_models",
     "cart_models",
     "channels_models",
     "commerce_models",

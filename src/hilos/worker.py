@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos import domains  # noqa: F401  (every merge participant and outbox consumer; the app imports this module too)
-from hilos.analytics import surveys
+from hilos.analytics import clv, surveys
 from hilos.channels.delivery import deliver_due
 from hilos.channels.imap import poll_mailboxes
 from hilos.channels.registry import load_adapters
@@ -110,6 +110,8 @@ class Worker:
         await stage("campaigns", lambda: campaigns.run_due(self.sessionmaker))
         # Survey invitations that are due (the relay's survey consumer made their rows).
         await stage("surveys_sent", lambda: surveys.send_due(self.sessionmaker, wakeup=self.wake))
+        # Predicted CLV for the tenants whose KPIs were read for a newer hour (in a thread).
+        await stage("clv_fits_started", lambda: clv.fit_due(self.sessionmaker))
         # Webhooks of the events just published (the relay's consumer made their rows).
         await stage("webhooks", lambda: send_webhooks(self.sessionmaker, self.http_client()))
         return done

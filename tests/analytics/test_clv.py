@@ -24,7 +24,6 @@ orders.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,11 @@ from typing import Any
 import httpx
 import pandas
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos.analytics import clv
+from hilos.analytics.clv_models import ClvFit
 from tests.analytics.test_kpis import Shop
 from tests.conftest import TenantHandle
 
@@ -118,6 +119,14 @@ async def _seed_buyers(
     return purchases
 
 
+async def _prediction(
+    sessionmaker: async_sessionmaker[AsyncSession], tenant: TenantHandle, as_of: datetime
+) -> clv.TenantPrediction | None:
+    """What a reader of the KPIs gets, its request for a fit committed as the API's is."""
+    async with sessionmaker() as session, session.begin():
+        return await clv.tenant_prediction(session, tenant.context, as_of=as_of)
+
+
 async def test_a_tenants_predicted_clv_is_the_fitted_models_prediction(
     client: httpx.AsyncClient,
     tenant: TenantHandle,
@@ -125,11 +134,20 @@ async def test_a_tenants_predicted_clv_is_the_fitted_models_prediction(
 ) -> None:
     purchases = await _seed_buyers(sessionmaker, tenant)
     as_of = datetime(2026, 1, 1, tzinfo=UTC)
-    async with sessionmaker() as session:
-        prediction = await clv.tenant_prediction(session, tenant.context, as_of=as_of)
-        again = await clv.tenant_prediction(session, tenant.context, as_of=as_of)
+    # The reader never fits: the first one learns the figure is on its way...
+    waiting = await _prediction(sessionmaker, tenant, as_of)
+    assert waiting is not None
+    assert waiting.pending
+    assert waiting.average is None
+    assert waiting.reason is not None
+    assert "worker" in waiting.reason
+    # ...and the worker fits it once; a second pass has nothing left to do.
+    assert await clv.fit_due(sessionmaker, background=False) == 1
+    assert await clv.fit_due(sessionmaker, background=False) == 0
+    prediction = await _prediction(sessionmaker, tenant, as_of)
     assert prediction is not None
-    assert again is prediction  # cached: the same orders are not fitted twice
+    assert not prediction.pending
+    assert prediction.as_of == as_of
     assert (prediction.customers, prediction.repeat_customers) == (40, 27)
     assert set(prediction.params) == {"r", "alpha", "a", "b", "p", "q", "v"}
     # The same figure straight from the library's models on the same purchases.
@@ -146,6 +164,7 @@ async def test_a_tenants_predicted_clv_is_the_fitted_models_prediction(
     assert predicted["average"] == prediction.average
     assert predicted["currency"] == "EUR"
     assert predicted["horizon_months"] == 12
+    assert predicted["pending"] is False
 
 
 async def test_too_few_customers_give_a_reason_instead_of_a_figure(
@@ -155,21 +174,16 @@ async def test_too_few_customers_give_a_reason_instead_of_a_figure(
         shop = Shop(session=session, tenant=tenant)
         for n in range(3):
             await shop.order(await shop.customer(), datetime(2025, 3, 1 + n, tzinfo=UTC), 1000)
-    async with sessionmaker() as session:
-        prediction = await clv.tenant_prediction(
-            session, tenant.context, as_of=datetime(2025, 4, 1, tzinfo=UTC)
-        )
+    as_of = datetime(2025, 4, 1, tzinfo=UTC)
+    await _prediction(sessionmaker, tenant, as_of)
+    assert await clv.fit_due(sessionmaker, background=False) == 1
+    prediction = await _prediction(sessionmaker, tenant, as_of)
     assert prediction is not None
     assert prediction.average is None
+    assert not prediction.pending
     assert prediction.reason is not None
     assert "20 customers" in prediction.reason
-    async with sessionmaker() as session:
-        assert (
-            await clv.tenant_prediction(
-                session, tenant.context, as_of=datetime(2025, 1, 1, tzinfo=UTC)
-            )
-            is None
-        )
+    assert await _prediction(sessionmaker, tenant, datetime(2025, 1, 1, tzinfo=UTC)) is None
 
 
 async def test_an_older_fit_answers_at_once_while_the_new_hour_is_fitted_behind(
@@ -178,14 +192,45 @@ async def test_an_older_fit_answers_at_once_while_the_new_hour_is_fitted_behind(
     await _seed_buyers(sessionmaker, tenant)
     first_hour = datetime(2026, 1, 1, tzinfo=UTC)
     next_hour = first_hour + timedelta(hours=1)
-    async with sessionmaker() as session:
-        fitted = await clv.tenant_prediction(session, tenant.context, as_of=first_hour)
-        # An hour later the dashboard does not wait for a new fit: it gets the last one...
-        stale = await clv.tenant_prediction(session, tenant.context, as_of=next_hour)
-        assert stale is fitted
-        # ...while the new hour's is fitted in a thread, and answered once it is ready.
-        await asyncio.gather(*clv._REFITS)
-        fresh = await clv.tenant_prediction(session, tenant.context, as_of=next_hour)
+    await _prediction(sessionmaker, tenant, first_hour)
+    await clv.fit_due(sessionmaker, background=False)
+    fitted = await _prediction(sessionmaker, tenant, first_hour)
+    # An hour later the dashboard does not wait for a new fit: it gets the last one, marked...
+    stale = await _prediction(sessionmaker, tenant, next_hour + timedelta(minutes=20))
     assert fitted is not None
+    assert stale is not None
+    assert (stale.as_of, stale.average, stale.pending) == (first_hour, fitted.average, True)
+    # ...while the worker fits the new hour in a thread, its other stages going on.
+    assert await clv.fit_due(sessionmaker) == 1
+    await clv.fits_finished()
+    fresh = await _prediction(sessionmaker, tenant, next_hour)
     assert fresh is not None
-    assert (fitted.as_of, fresh.as_of) == (first_hour, next_hour)
+    assert (fresh.as_of, fresh.pending) == (next_hour, False)
+
+
+async def test_a_failed_fit_keeps_the_last_figure_and_waits_before_trying_again(
+    tenant: TenantHandle,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _seed_buyers(sessionmaker, tenant)
+    first_hour = datetime(2026, 1, 1, tzinfo=UTC)
+    await _prediction(sessionmaker, tenant, first_hour)
+    await clv.fit_due(sessionmaker, background=False)
+    fitted = await _prediction(sessionmaker, tenant, first_hour)
+
+    def broken(*_args: Any, **_kwargs: Any) -> clv.TenantPrediction:
+        raise FloatingPointError("the sampler diverged")
+
+    monkeypatch.setattr(clv, "_predict", broken)
+    await _prediction(sessionmaker, tenant, first_hour + timedelta(hours=1))
+    assert await clv.fit_due(sessionmaker, background=False) == 1
+    # Not retried on every pass of the worker: the row waits (RETRY_AFTER).
+    assert await clv.fit_due(sessionmaker, background=False) == 0
+    after = await _prediction(sessionmaker, tenant, first_hour + timedelta(hours=1))
+    assert fitted is not None
+    assert after is not None
+    assert (after.average, after.as_of, after.pending) == (fitted.average, first_hour, True)
+    async with sessionmaker() as session:
+        error = await session.scalar(select(ClvFit.error).where(ClvFit.tenant_id == tenant.id))
+    assert error == "FloatingPointError: the sampler diverged"

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from hilos.analytics import clv, kpis
+from hilos.analytics import kpis
 from hilos.analytics.survey_models import SurveyResponse
 from hilos.channels.models import Channel
 from hilos.commerce.cart_models import Cart
@@ -872,8 +872,6 @@ async def test_the_number_of_queries_does_not_grow_with_the_data(
     statements: list[str],
 ) -> None:
     async def count_queries() -> int:
-        # Both counts include fitting the CLV models (a cached fit reads one query less).
-        clv._CACHE.clear()
         statements.clear()
         async with sessionmaker() as session:
             filters = await kpis.resolve_filters(

@@ -3,7 +3,7 @@ how much, both fitted by PyMC-Marketing.
 
 What it owns: turning purchases into the RFM summary the models read (``summarize``), fitting
 the two models (``fit``), their predictions (``predict_purchases``, ``predict_clv``) and the
-per-tenant figure the KPI shows (``tenant_prediction``), cached per tenant.
+per-tenant figure the KPI shows (``tenant_prediction``), fitted by the worker (``fit_due``).
 
 Why PyMC-Marketing (``pymc_marketing.clv``): the issue asks for a maintained library. The
 classic one, ``lifetimes``, still installs and fits (tried: numpy 2.4, pandas 3.1, scipy 1.17),
@@ -32,12 +32,13 @@ observed up to ``as_of``. Fitting needs at least ``MIN_CUSTOMERS`` customers of 
 inventing a figure. The prediction is the expected value of each customer's purchases over the
 next ``HORIZON_MONTHS`` months (undiscounted), averaged over the tenant's customers.
 
-Fits are cached in the process per tenant and currency, and answered stale-while-refreshing:
-a prediction fitted for the current hour is answered as it is; an older one is answered at
-once while a fit on the orders up to this hour runs in a thread (the next call gets it); only
-the very first call of a process for a tenant waits for a fit (several seconds at scale, as
-``benchmarks/kpis.py`` shows). So a shop taking orders every minute does not refit on every
-dashboard load, and the fit never blocks the event loop.
+Fits run in the worker, never in a web process (``fit_due``, a worker stage): the prediction
+is stored per tenant, currency and horizon (``clv_fits``) and readers answer from the stored
+row at once (``tenant_prediction``). A reader asking for a newer hour than the row observes
+gets the row as it is, marked ``pending``, and leaves the new hour for the worker, which fits
+it in a thread while its other stages go on. So a shop taking orders every minute refits at
+most once an hour, only while someone reads its KPIs, and no dashboard waits for PyTensor to
+compile (about 15 s on a process's first fit, see ``benchmarks/kpis.py``).
 """
 
 from __future__ import annotations
@@ -46,17 +47,20 @@ import asyncio
 import contextlib
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, func, literal_column, select
-from sqlalchemy.ext.asyncio import AsyncSession
+import structlog
+from sqlalchemy import Table, func, literal_column, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hilos.analytics.clv_models import ClvFit
 from hilos.commerce.order_models import Order
+from hilos.core.clock import now
 from hilos.core.tenancy import TenantContext
+from hilos.customers.service import dialect_insert
 
 if TYPE_CHECKING:  # pragma: no cover - the heavy imports wait for the first fit
     import pandas
@@ -67,10 +71,12 @@ MIN_REPEAT_CUSTOMERS = 5
 # Weeks: the unit the models' parameters are read in (as in the papers and the libraries' docs).
 TIME_UNIT = "W"
 _DAYS_PER_WEEK = 7
-_CACHE_SIZE = 64
+
+log = structlog.get_logger(__name__)
 
 _ORDERS = Order.__table__
 assert isinstance(_ORDERS, Table)
+_FITS = cast(Table, ClvFit.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,21 +255,25 @@ def predict_clv(
 @dataclass(frozen=True, slots=True)
 class TenantPrediction:
     currency: str
-    as_of: datetime
+    # The hour up to which orders were observed; None while the first fit is pending.
+    as_of: datetime | None
     months: int
     customers: int
     repeat_customers: int
-    # Minor units of ``currency`` per customer; None with ``reason`` when it cannot be fitted.
+    # Minor units of ``currency`` per customer; None with ``reason`` when it cannot be fitted
+    # or is not fitted yet (``pending``).
     average: int | None
     total: int | None
     params: dict[str, float]
     reason: str | None = None
+    # True while the worker has a newer moment to fit than the figures answer for.
+    pending: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
             "model": "BG/NBD + Gamma-Gamma (PyMC-Marketing, MAP)",
             "currency": self.currency,
-            "as_of": self.as_of.isoformat(),
+            "as_of": self.as_of.isoformat() if self.as_of is not None else None,
             "horizon_months": self.months,
             "customers": self.customers,
             "repeat_customers": self.repeat_customers,
@@ -271,10 +281,8 @@ class TenantPrediction:
             "total": self.total,
             "params": {name: round(value, 4) for name, value in self.params.items()},
             "reason": self.reason,
+            "pending": self.pending,
         }
-
-
-_CACHE: OrderedDict[tuple[Any, ...], TenantPrediction] = OrderedDict()
 
 
 def _predict(
@@ -315,6 +323,27 @@ def _predict(
     )
 
 
+def observed_hour(moment: datetime) -> datetime:
+    """The hour a prediction for ``moment`` observes orders up to (fits are hourly)."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+async def main_currency(
+    session: AsyncSession, tenant: TenantContext, *, as_of: datetime
+) -> str | None:
+    """The currency most of the tenant's orders before ``as_of`` are in; None without orders."""
+    o = _ORDERS.c
+    return (
+        await session.execute(
+            select(o.currency)
+            .where(o.tenant_id == tenant.id, o.status != "cancelled", o.created_at < as_of)
+            .group_by(o.currency)
+            .order_by(func.count().desc(), o.currency)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
 async def tenant_prediction(
     session: AsyncSession,
     tenant: TenantContext,
@@ -322,80 +351,188 @@ async def tenant_prediction(
     as_of: datetime,
     months: int = HORIZON_MONTHS,
 ) -> TenantPrediction | None:
-    """The tenant's predicted CLV per customer over the next ``months`` months, from its
-    orders up to ``as_of`` (see the module docstring); None when it has no order."""
-    o = _ORDERS.c
-    as_of = as_of.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    observed = [o.tenant_id == tenant.id, o.status != "cancelled", o.created_at < as_of]
-    by_currency = (
-        await session.execute(
-            select(o.currency, func.count().label("orders"), func.max(o.id).label("latest"))
-            .where(*observed)
-            .group_by(o.currency)
-            .order_by(func.count().desc(), o.currency)
-        )
-    ).all()
-    if not by_currency:
+    """The tenant's predicted CLV per customer over the next ``months`` months, as the worker
+    last fitted it; None when the tenant has no order before ``as_of``.
+
+    Never fits: when the stored fit observes another hour than ``as_of``'s, it is answered as
+    it is (``pending``, its own ``as_of`` saying which hour) and the worker is asked for
+    ``as_of``'s. The request is written in ``session``, which the caller commits.
+    """
+    wanted = observed_hour(as_of)
+    currency = await main_currency(session, tenant, as_of=wanted)
+    if currency is None:
         return None
-    currency = by_currency[0][0]
-    key = (tenant.id, currency, months)
-    cached = _CACHE.get(key)
-    if cached is not None:
-        _CACHE.move_to_end(key)
-        if cached.as_of < as_of and key not in _REFRESHING:
-            purchases = await _purchases(session, tenant, currency=currency, as_of=as_of)
-            _refresh_in_background(key, purchases, currency=currency, as_of=as_of, months=months)
-        return cached
-    purchases = await _purchases(session, tenant, currency=currency, as_of=as_of)
-    prediction = await asyncio.to_thread(
-        _predict, purchases, currency=currency, as_of=as_of, months=months
+    c = _FITS.c
+    key = [c.tenant_id == tenant.id, c.currency == currency, c.months == months]
+    row = (await session.execute(select(_FITS).where(*key))).one_or_none()
+    if row is None:
+        await session.execute(
+            dialect_insert(session, _FITS)
+            .values(
+                tenant_id=tenant.id,
+                currency=currency,
+                months=months,
+                wanted_as_of=wanted,
+                customers=0,
+                repeat_customers=0,
+                params={},
+            )
+            .on_conflict_do_nothing()
+        )
+        return TenantPrediction(
+            currency=currency,
+            as_of=None,
+            months=months,
+            customers=0,
+            repeat_customers=0,
+            average=None,
+            total=None,
+            params={},
+            reason="being fitted by the worker; ask again in a minute",
+            pending=True,
+        )
+    if row.wanted_as_of != wanted:
+        # One write per tenant and hour, however many dashboards are open.
+        await session.execute(
+            update(_FITS).where(*key, c.wanted_as_of != wanted).values(wanted_as_of=wanted)
+        )
+    pending = row.as_of != wanted
+    fitted = row.as_of is not None
+    return TenantPrediction(
+        currency=currency,
+        as_of=row.as_of,
+        months=months,
+        customers=row.customers,
+        repeat_customers=row.repeat_customers,
+        average=row.average,
+        total=row.total,
+        params=dict(row.params or {}),
+        reason=row.reason if fitted else "being fitted by the worker; ask again in a minute",
+        pending=pending,
     )
-    _remember(key, prediction)
-    return prediction
 
 
-_REFRESHING: set[tuple[Any, ...]] = set()
-# The running refits, kept so they are not garbage-collected before they finish.
-_REFITS: set[asyncio.Future[Any]] = set()
+# --- fitting in the worker ----------------------------------------------------------------------
+
+LEASE = timedelta(minutes=15)
+# After a failed fit the row waits this long before the next attempt.
+RETRY_AFTER = timedelta(hours=1)
+# The fits running in this process (one at a time: a fit takes both cores for seconds).
+_RUNNING: set[asyncio.Task[Any]] = set()
 
 
-def _remember(key: tuple[Any, ...], prediction: TenantPrediction) -> None:
-    _CACHE[key] = prediction
-    _CACHE.move_to_end(key)
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+async def fit_due(
+    sessionmaker: async_sessionmaker[AsyncSession], *, background: bool = True
+) -> int:
+    """Claim one tenant whose prediction readers want for a newer hour, fit it and store it.
+
+    The worker's stage: with ``background`` the fit runs in a thread while the worker's other
+    stages go on (one fit per process at a time); without, it is awaited (tests, the CLI).
+    Returns how many fits were started.
+    """
+    if any(not task.done() for task in _RUNNING):
+        return 0
+    claimed = await _claim(sessionmaker)
+    if claimed is None:
+        return 0
+    if background:
+        task = asyncio.create_task(_fit_and_store(sessionmaker, *claimed))
+        _RUNNING.add(task)
+        task.add_done_callback(_RUNNING.discard)
+    else:
+        await _fit_and_store(sessionmaker, *claimed)
+    return 1
 
 
-def _refresh_in_background(
-    key: tuple[Any, ...],
-    purchases: list[Purchase],
-    *,
+async def fits_finished() -> None:
+    """Wait for this process's background fits (tests and shutdown)."""
+    await asyncio.gather(*_RUNNING, return_exceptions=True)
+
+
+async def _claim(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> tuple[str, str, int, datetime] | None:
+    c = _FITS.c
+    moment = now()
+    async with sessionmaker() as session, session.begin():
+        statement = (
+            select(c.tenant_id, c.currency, c.months, c.wanted_as_of)
+            .where(
+                or_(c.as_of.is_(None), c.as_of != c.wanted_as_of),
+                or_(c.lease_until.is_(None), c.lease_until < moment),
+            )
+            .order_by(c.wanted_as_of.desc())
+            .limit(1)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            statement = statement.with_for_update(skip_locked=True)
+        row = (await session.execute(statement)).one_or_none()
+        if row is None:
+            return None
+        await session.execute(
+            update(_FITS)
+            .where(c.tenant_id == row.tenant_id, c.currency == row.currency, c.months == row.months)
+            .values(lease_until=moment + LEASE)
+        )
+    return row.tenant_id, row.currency, row.months, row.wanted_as_of
+
+
+async def _fit_and_store(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tenant_id: str,
     currency: str,
-    as_of: datetime,
     months: int,
+    as_of: datetime,
 ) -> None:
-    _REFRESHING.add(key)
-    future = asyncio.get_running_loop().run_in_executor(
-        None, lambda: _predict(purchases, currency=currency, as_of=as_of, months=months)
+    c = _FITS.c
+    key = [c.tenant_id == tenant_id, c.currency == currency, c.months == months]
+    try:
+        async with sessionmaker() as session:
+            purchases = await _purchases(session, tenant_id, currency=currency, as_of=as_of)
+        prediction = await asyncio.to_thread(
+            _predict, purchases, currency=currency, as_of=as_of, months=months
+        )
+    except Exception as error:
+        log.exception("clv.fit_failed", tenant_id=tenant_id, currency=currency)
+        async with sessionmaker() as session, session.begin():
+            await session.execute(
+                update(_FITS)
+                .where(*key)
+                .values(lease_until=now() + RETRY_AFTER, error=f"{type(error).__name__}: {error}")
+            )
+        return
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(_FITS)
+            .where(*key)
+            .values(
+                as_of=prediction.as_of,
+                customers=prediction.customers,
+                repeat_customers=prediction.repeat_customers,
+                average=prediction.average,
+                total=prediction.total,
+                params=prediction.params,
+                reason=prediction.reason,
+                fitted_at=now(),
+                lease_until=None,
+                error=None,
+            )
+        )
+    log.info(
+        "clv.fitted",
+        tenant_id=tenant_id,
+        currency=currency,
+        as_of=as_of.isoformat(),
+        customers=prediction.customers,
     )
-    _REFITS.add(future)
-
-    def done(finished: asyncio.Future[TenantPrediction]) -> None:
-        _REFITS.discard(finished)
-        _REFRESHING.discard(key)
-        if finished.cancelled() or finished.exception() is not None:
-            return
-        _remember(key, finished.result())
-
-    future.add_done_callback(done)
 
 
 async def _purchases(
-    session: AsyncSession, tenant: TenantContext, *, currency: str, as_of: datetime
+    session: AsyncSession, tenant_id: str, *, currency: str, as_of: datetime
 ) -> list[Purchase]:
     """The tenant's purchases in ``currency`` up to ``as_of``, one per customer and day."""
     o = _ORDERS.c
-    observed = [o.tenant_id == tenant.id, o.status != "cancelled", o.created_at < as_of]
+    observed = [o.tenant_id == tenant_id, o.status != "cancelled", o.created_at < as_of]
     dialect = session.get_bind().dialect.name
     day = (
         func.date_trunc(
@@ -420,4 +557,4 @@ async def _purchases(
 def _as_day(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC) + timedelta(0)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)

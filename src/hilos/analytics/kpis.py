@@ -424,7 +424,7 @@ def _month(column: Any, dialect: str) -> ColumnElement[str]:
     return func.strftime(literal_column("'%Y-%m'"), column)
 
 
-def _day(column: Any, dialect: str) -> ColumnElement[str]:
+def utc_day(column: Any, dialect: str) -> ColumnElement[str]:
     """``YYYY-MM-DD`` of a UTC timestamp, in SQL."""
     if dialect == "postgresql":
         return func.to_char(func.timezone(_UTC, column), literal_column("'YYYY-MM-DD'"))
@@ -432,7 +432,7 @@ def _day(column: Any, dialect: str) -> ColumnElement[str]:
 
 
 def _day_key(column: Any, dialect: str) -> ColumnElement[Any]:
-    """The UTC day of a timestamp, for grouping and joining only (cheaper than ``_day``'s
+    """The UTC day of a timestamp, for grouping and joining only (cheaper than ``utc_day``'s
     text on PostgreSQL)."""
     if dialect == "postgresql":
         return cast(func.timezone(_UTC, column), Date)
@@ -446,7 +446,7 @@ def _not_automated() -> ColumnElement[bool]:
     return automated
 
 
-def _conversation_scope(filters: KpiFilters) -> list[ColumnElement[bool]]:
+def conversation_scope(filters: KpiFilters) -> list[ColumnElement[bool]]:
     """Conditions on ``conversations`` for the queue and agent filters."""
     conditions: list[ColumnElement[bool]] = []
     if filters.agent_id is not None:
@@ -461,7 +461,7 @@ def _conversation_scope(filters: KpiFilters) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _messaging(filters: KpiFilters) -> ChannelFilter | None:
+def messaging_channel(filters: KpiFilters) -> ChannelFilter | None:
     return filters.channel if filters.channel is not None and filters.channel.messaging else None
 
 
@@ -500,7 +500,7 @@ async def survey_scores(
         )
         .group_by(s.kind)
     )
-    if (channel := _messaging(filters)) is not None:
+    if (channel := messaging_channel(filters)) is not None:
         statement = statement.where(s.channel == channel.kind)
     if filters.queue_id is not None:
         statement = statement.where(s.queue_id == filters.queue_id)
@@ -563,7 +563,7 @@ def _earliest_start(conversations: Select[Any]) -> Any:
     )
 
 
-def _turns(tenant: TenantContext, filters: KpiFilters) -> Select[Any]:
+def turns(tenant: TenantContext, filters: KpiFilters) -> Select[Any]:
     """The customer's turns that started in the range, each with the agent reply that ended it.
 
     A turn starts with a customer message that follows an agent's reply (or opens the
@@ -580,7 +580,7 @@ def _turns(tenant: TenantContext, filters: KpiFilters) -> Select[Any]:
         m.sent_at < filters.end,
     ]
     active = select(m.conversation_id).where(*in_range)
-    scope = _conversation_scope(filters)
+    scope = conversation_scope(filters)
     if scope:
         active = active.where(m.conversation_id.in_(select(_CONVERSATIONS.c.id).where(*scope)))
     turn_order = (m.sent_at, m.id)
@@ -620,7 +620,7 @@ def _turns(tenant: TenantContext, filters: KpiFilters) -> Select[Any]:
         o.sent_at >= filters.start,
         o.sent_at < filters.end,
     )
-    if (channel := _messaging(filters)) is not None:
+    if (channel := messaging_channel(filters)) is not None:
         statement = statement.where(o.channel_id.in_(channel.channel_ids or ("",)))
     return statement
 
@@ -657,12 +657,12 @@ async def response_times(
     filters: KpiFilters,
     calendar: BusinessCalendar | None,
 ) -> dict[str, dict[str, Any]]:
-    """First and next response times of the turns that started in the range (see ``_turns``).
+    """First and next response times of the turns that started in the range (see ``turns``).
 
     Unanswered turns have no duration: they are counted apart (``unanswered``).
     """
-    turns = _turns(tenant, filters).subquery("turns")
-    t = turns.c
+    started = turns(tenant, filters).subquery("turns")
+    t = started.c
     first = t.earlier_inbound == 0
     if _dialect(session) == "postgresql" and calendar is None:
         seconds = _seconds(t.answered_at, t.sent_at, "postgresql")
@@ -704,9 +704,9 @@ def _resolved_in_range(tenant: TenantContext, filters: KpiFilters) -> list[Colum
         c.status == "resolved",
         c.resolved_at >= filters.start,
         c.resolved_at < filters.end,
-        *_conversation_scope(filters),
+        *conversation_scope(filters),
     ]
-    if (channel := _messaging(filters)) is not None:
+    if (channel := messaging_channel(filters)) is not None:
         conditions.append(c.last_channel_id.in_(channel.channel_ids or ("",)))
     return conditions
 
@@ -780,10 +780,10 @@ async def sla_attainment(
                 ),
                 and_(s.resolution_due_at >= filters.start, s.resolution_due_at < filters.end),
             ),
-            *_conversation_scope(filters),
+            *conversation_scope(filters),
         )
     )
-    if (channel := _messaging(filters)) is not None:
+    if (channel := messaging_channel(filters)) is not None:
         statement = statement.where(s.channel_kind == channel.kind)
     row = (await session.execute(statement)).one()
     met_count = int(row.first_met or 0) + int(row.resolution_met or 0)
@@ -810,9 +810,9 @@ async def backlog(session: AsyncSession, tenant: TenantContext, filters: KpiFilt
             c.status.in_(ACTIVE_STATUSES),
             and_(c.status == "resolved", c.resolved_at >= filters.end),
         ),
-        *_conversation_scope(filters),
+        *conversation_scope(filters),
     )
-    if (channel := _messaging(filters)) is not None:
+    if (channel := messaging_channel(filters)) is not None:
         statement = statement.where(c.last_channel_id.in_(channel.channel_ids or ("",)))
     return int((await session.execute(statement)).scalar_one())
 
@@ -901,12 +901,12 @@ async def channel_switches(
         .select_from(ordered)
         .where(o.sent_at >= filters.start)
     )
-    scope = _conversation_scope(filters)
+    scope = conversation_scope(filters)
     if scope:
         statement = statement.where(
             o.conversation_id.in_(select(_CONVERSATIONS.c.id).where(*scope))
         )
-    if (channel := _messaging(filters)) is not None:
+    if (channel := messaging_channel(filters)) is not None:
         statement = statement.where(
             o.conversation_id.in_(
                 select(m.conversation_id).where(
@@ -951,7 +951,7 @@ async def calls(
         m.sent_at >= filters.start,
         m.sent_at < filters.end,
     )
-    if (channel := _messaging(filters)) is not None:
+    if (channel := messaging_channel(filters)) is not None:
         statement = statement.where(m.channel_id.in_(channel.channel_ids or ("",)))
     row = (await session.execute(statement)).one()
     return {
@@ -1079,7 +1079,7 @@ async def session_conversion(
     }
 
 
-def _order_scope(tenant: TenantContext, filters: KpiFilters) -> list[ColumnElement[bool]]:
+def order_scope(tenant: TenantContext, filters: KpiFilters) -> list[ColumnElement[bool]]:
     o = _ORDERS.c
     conditions: list[ColumnElement[bool]] = [
         o.tenant_id == tenant.id,
@@ -1118,7 +1118,7 @@ async def orders(
             func.sum(o.total).label("revenue"),
             func.sum(case((pickup, 1), else_=0)).label("pickup"),
         )
-        .where(*_order_scope(tenant, filters))
+        .where(*order_scope(tenant, filters))
         .group_by(o.currency)
         .order_by(o.currency)
     )
@@ -1501,7 +1501,8 @@ async def compute(
     if sessionmaker is not None and _dialect(session) == "postgresql":
 
         async def in_own_session() -> dict[str, Any]:
-            async with sessionmaker() as lane_session:
+            # Committed: the predicted CLV may ask the worker for a newer fit.
+            async with sessionmaker() as lane_session, lane_session.begin():
                 await _prepare(lane_session)
                 return await _run_lane(lane_session, second_lane)
 

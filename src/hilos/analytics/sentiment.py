@@ -19,7 +19,10 @@ that run offline with their data inside the wheel and without PyTorch:
   scikit-learn model of an old scikit-learn; ``SentiLeak`` 0.1.4 (2022-10, GPL-3) pins
   ``numpy<1.22`` and ``spaCy<3.5`` and needs a spaCy model download; ``pysentimiento`` needs
   transformers, PyTorch and weights from a hub; ``polyglot3`` downloads its polarity lexicons;
-  ``vader-multi`` translates through an online service; TextBlob's lexicon is English only.
+  ``vader-multi`` translates through an online service; TextBlob's lexicon is English only;
+  Wowool (2026) ships Spanish data but will not start without a paid licence key (free terms:
+  AGPL-3, non-commercial). Decision: our own Spanish lexicon until a maintained, offline,
+  commercially usable Spanish model exists on PyPI (``score`` is the one place to swap it).
 
 So the rules and the customer-service lexicon below are ours, for both languages (no library
 covers Spanish, and one engine keeps the two languages' scores comparable), and an English text

@@ -101,7 +101,7 @@ def _conversation_conditions(tenant: TenantContext, filters: kpis.KpiFilters) ->
         c.status != "merged",
         c.created_at >= filters.start,
         c.created_at < filters.end,
-        *kpis._conversation_scope(filters),
+        *kpis.conversation_scope(filters),
     ]
     # Started by the customer: a conversation that only carries the business's own notices
     # (an order's status) is not a contact.
@@ -111,7 +111,7 @@ def _conversation_conditions(tenant: TenantContext, filters: kpis.KpiFilters) ->
         Message.direction == "inbound",
         Message.sent_at < filters.end,
     ]
-    if (channel := kpis._messaging(filters)) is not None:
+    if (channel := kpis.messaging_channel(filters)) is not None:
         wrote += [
             Message.channel_id.in_(channel.channel_ids or ("",)),
             Message.sent_at >= filters.start,
@@ -126,7 +126,7 @@ async def daily(session: AsyncSession, tenant: TenantContext, filters: kpis.KpiF
     index = {day.isoformat(): n for n, day in enumerate(days)}
 
     conversations = [0] * len(days)
-    day = kpis._day(Conversation.created_at, dialect)
+    day = kpis.utc_day(Conversation.created_at, dialect)
     rows = await session.execute(
         select(day, func.count()).where(*_conversation_conditions(tenant, filters)).group_by(day)
     )
@@ -134,7 +134,7 @@ async def daily(session: AsyncSession, tenant: TenantContext, filters: kpis.KpiF
         if name in index:
             conversations[index[name]] = int(count)
 
-    turns = kpis._turns(tenant, filters).subquery("turns")
+    turns = kpis.turns(tenant, filters).subquery("turns")
     waits: dict[int, list[float]] = defaultdict(list)
     first_turns = await session.execute(
         select(turns.c.sent_at, turns.c.answered_at).where(
@@ -153,10 +153,10 @@ async def daily(session: AsyncSession, tenant: TenantContext, filters: kpis.KpiF
 
     orders: dict[str, list[int]] = {}
     revenue: dict[str, list[int]] = {}
-    order_day = kpis._day(Order.created_at, dialect)
+    order_day = kpis.utc_day(Order.created_at, dialect)
     placed = await session.execute(
         select(order_day, Order.currency, func.count(), func.sum(Order.total))
-        .where(*kpis._order_scope(tenant, filters))
+        .where(*kpis.order_scope(tenant, filters))
         .group_by(order_day, Order.currency)
     )
     for name, currency, count, total in placed.all():
@@ -179,7 +179,7 @@ async def by_messaging_channel(
     kinds_of = {
         channel.id: channel.kind for channel in await channels.list_channels(session, tenant)
     }
-    wanted = kpis._messaging(filters)
+    wanted = kpis.messaging_channel(filters)
     statement = (
         select(Channel.kind, func.count(func.distinct(Message.conversation_id)))
         .select_from(Message)
@@ -192,7 +192,7 @@ async def by_messaging_channel(
         )
         .group_by(Channel.kind)
     )
-    scope = kpis._conversation_scope(filters)
+    scope = kpis.conversation_scope(filters)
     if scope:
         statement = statement.where(
             Message.conversation_id.in_(select(Conversation.id).where(*scope))
@@ -227,7 +227,7 @@ async def by_sales_channel(
 ) -> list[SalesRow]:
     statement = (
         select(Order.channel, Order.currency, func.count(), func.sum(Order.total))
-        .where(*kpis._order_scope(tenant, filters))
+        .where(*kpis.order_scope(tenant, filters))
         .group_by(Order.channel, Order.currency)
         .order_by(Order.channel, Order.currency)
     )
@@ -265,12 +265,12 @@ async def today(
         Message.sent_at >= day.start,
         Message.sent_at < day.end,
     )
-    scope = kpis._conversation_scope(day)
+    scope = kpis.conversation_scope(day)
     if scope:
         received = received.where(
             Message.conversation_id.in_(select(Conversation.id).where(*scope))
         )
-    if (channel := kpis._messaging(day)) is not None:
+    if (channel := kpis.messaging_channel(day)) is not None:
         received = received.where(Message.channel_id.in_(channel.channel_ids or ("",)))
     messages = (await session.execute(received)).scalar_one()
     placed = await kpis.orders(session, tenant, day)

@@ -404,6 +404,8 @@ def _cards(figures: Mapping[str, Any], w: Writer, gettext: Callable[[str], str])
             "amount": w.money(int(predicted["average"]), str(predicted.get("currency"))),
             "months": predicted.get("horizon_months"),
         }
+    elif isinstance(predicted, Mapping) and predicted.get("pending"):
+        predicted_value = gettext("being calculated")
     sessions = _get(figures, "conversion", "sessions", "rate")
     return [
         card("nps", N_("Net Promoter Score (NPS)"), w.count(figures.get("nps")), answers("nps")),
