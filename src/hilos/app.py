@@ -16,7 +16,6 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -47,6 +46,8 @@ from hilos.core.bus import Bus, make_bus
 from hilos.core.db import make_engine, make_sessionmaker
 from hilos.core.errors import HilosError
 from hilos.core.logging import RequestIdMiddleware
+from hilos.core.metrics import exposition
+from hilos.core.ratelimit import RateLimits
 from hilos.core.settings import Settings
 from hilos.customers.api import router as customers_router
 from hilos.engagement.assistant_api import router as assistant_router
@@ -57,6 +58,7 @@ from hilos.engagement.segments_api import router as segments_router
 from hilos.engagement.sending_api import router as sending_router
 from hilos.engagement.templates_api import router as templates_router
 from hilos.integrations.api import router as webhook_endpoints_router
+from hilos.privacy.api import router as privacy_router
 from hilos.routing.api import router as routing_router
 from hilos.routing.sla_api import router as sla_router
 from hilos.routing.supervisor_api import router as supervisor_api_router
@@ -67,6 +69,7 @@ from hilos.web.console import ConsoleError, render_console_error, static_files
 from hilos.web.console import router as console_router
 from hilos.web.dashboard import router as dashboard_router
 from hilos.web.live import router as console_live_router
+from hilos.web.privacy_pages import router as privacy_pages_router
 from hilos.web.supervisor import router as supervisor_router
 from hilos.worker import Worker
 
@@ -106,7 +109,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(error.details, dict):
             extra.update(error.details)
         return JSONResponse(
-            status_code=error.status_code, content=error_body(error.code, error.message, **extra)
+            status_code=error.status_code,
+            content=error_body(error.code, error.message, **extra),
+            # A refusal may say when to come back (rate limits' Retry-After).
+            headers=getattr(error, "headers", None),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -185,6 +191,7 @@ def create_app(
     app.state.bus = bus
     app.state.worker = worker
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    app.state.rate_limits = RateLimits(settings)
     app.state.outbox_wakeup = worker.wake
     install_error_handlers(app)
 
@@ -206,7 +213,9 @@ def create_app(
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        # Every process of a multi-process server, when there is more than one (core.metrics).
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
 
     load_adapters()
     for router in (
@@ -217,6 +226,7 @@ def create_app(
         files_router,
         stores_router,
         customers_router,
+        privacy_router,
         conversations_router,
         canned_router,
         catalog_router,
@@ -246,6 +256,7 @@ def create_app(
         surveys_router,
         survey_pages_router,
         commerce_pages_router,
+        privacy_pages_router,
         dashboard_router,
     ):
         app.include_router(router)

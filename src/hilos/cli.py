@@ -21,6 +21,8 @@ tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage console users.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(user_app, name="user")
+customer_app = typer.Typer(help="A customer's data (GDPR access).", no_args_is_help=True)
+app.add_typer(customer_app, name="customer")
 console = Console()
 
 
@@ -80,38 +82,74 @@ def serve(
             host=host,
             port=port,
             log_level="warning",
+            # uvicorn's own lines go through configure_logging's handler (JSON if asked).
+            log_config=None,
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
     else:
         import os
+        import shutil
+        import tempfile
+
+        from hilos.core.metrics import MULTIPROCESS_DIR_VARIABLE, prepare_multiprocess_dir
 
         os.environ["HILOS_RUN_WORKER"] = "1" if run_worker else "0"
         os.environ["HILOS_RUN_SMTP"] = "1" if smtp else "0"
-        uvicorn.run(
-            "hilos.asgi:app",
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # One /metrics for all the processes: each writes its figures to files in this
+        # directory and whichever answers a scrape adds them up (hilos.core.metrics).
+        own_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE) is None
+        metrics_dir = os.environ.setdefault(
+            MULTIPROCESS_DIR_VARIABLE, tempfile.mkdtemp(prefix="hilos-metrics-")
         )
+        prepare_multiprocess_dir(metrics_dir)
+        try:
+            uvicorn.run(
+                "hilos.asgi:app",
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            )
+        finally:
+            if own_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command("worker")
-def run_worker() -> None:
+def run_worker(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics on this port (default: HILOS_METRICS_PORT; none, "
+            "no listener). Each worker process on a machine needs a port of its own."
+        ),
+    ] = None,
+) -> None:
     """Run the background worker alone (outbox relay, timers)."""
+    import structlog
+
     from hilos.core.bus import make_bus
     from hilos.core.db import make_engine, make_sessionmaker
     from hilos.core.logging import configure_logging
+    from hilos.core.metrics import serve_worker_metrics
     from hilos.worker import Worker
 
     settings = get_settings()
     configure_logging(level=settings.log_level, json_lines=settings.log_json)
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    listener = None
+    if port is not None:
+        listener = serve_worker_metrics(host=settings.metrics_host, port=port)
+        structlog.get_logger("hilos.worker").info(
+            "worker.metrics_listening", host=settings.metrics_host, port=listener.port
+        )
 
     async def main() -> None:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
         bus = make_bus(settings.bus_url)
         await bus.start()
         worker = Worker(
@@ -128,7 +166,11 @@ def run_worker() -> None:
             await bus.close()
             await engine.dispose()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if listener is not None:
+            listener.close()
 
 
 @app.command()
@@ -161,6 +203,7 @@ def tenant_create(
     from hilos.core.db import make_engine, make_sessionmaker
     from hilos.core.schemas import TenantUpdate
     from hilos.core.service import create_tenant
+    from hilos.privacy import audit
 
     settings = get_settings()
     try:
@@ -174,6 +217,14 @@ def tenant_create(
             async with make_sessionmaker(engine)() as session, session.begin():
                 tenant, key = await create_tenant(
                     session, name=name, default_region=region.upper(), timezone=timezone
+                )
+                await audit.record(
+                    session,
+                    audit.Actor.cli(tenant.id),
+                    "tenant.created",
+                    subject_type="tenant",
+                    subject_id=tenant.id,
+                    details={"name": name},
                 )
                 return tenant.id, key
         finally:
@@ -206,6 +257,7 @@ def user_create(
     from hilos.core.schemas import UserCreate
     from hilos.core.service import create_user
     from hilos.core.tenancy import load_tenant
+    from hilos.privacy import audit
 
     settings = get_settings()
     try:
@@ -226,6 +278,14 @@ def user_create(
                     role=body.role,
                     password=body.password,
                 )
+                await audit.record(
+                    session,
+                    audit.Actor.cli(context.id),
+                    "user.created",
+                    subject_type="user",
+                    subject_id=user.id,
+                    details={"email": user.email, "role": user.role},
+                )
                 return user.id
         finally:
             await engine.dispose()
@@ -236,6 +296,40 @@ def user_create(
         console.print(f"[red]{error.message}[/red]")
         raise typer.Exit(2) from error
     console.print(f"user {body.email} ({body.role}) created: {user_id}")
+
+
+@customer_app.command("export")
+def customer_export(
+    customer_id: Annotated[str, typer.Argument(help="The customer's id.")],
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+) -> None:
+    """Print everything Hilos holds about a customer as one JSON document (as
+    GET /v1/customers/{id}/export does); the audit log records it as done from the command line."""
+    from hilos.core.db import make_engine, make_sessionmaker
+    from hilos.core.errors import HilosError
+    from hilos.core.tenancy import load_tenant
+    from hilos.privacy.audit import Actor
+    from hilos.privacy.export import export_customer
+
+    settings = get_settings()
+
+    async def main() -> dict[str, object]:
+        engine = make_engine(settings.database_url)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                context = await load_tenant(session, tenant)
+                return await export_customer(
+                    session, context, Actor.cli(context.id), customer_id=customer_id
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        document = asyncio.run(main())
+    except HilosError as error:
+        console.print(f"[red]{error.message}[/red]")
+        raise typer.Exit(2) from error
+    typer.echo(json.dumps(document, ensure_ascii=False, indent=2))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from hilos.engagement import (
     template_models,
 )
 from hilos.integrations import models as integrations_models
+from hilos.privacy import models as privacy_models
 from hilos.routing import models as routing_models
 from hilos.routing import sla_models
 from hilos.tasks import models as tasks_models
@@ -56,6 +57,7 @@ __all__ = [
     "metadata",
     "order_models",
     "pricing_models",
+    "privacy_models",
     "routing_models",
     "segment_models",
     "send_models",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,14 +25,20 @@ from hilos.channels.imap import poll_mailboxes
 from hilos.channels.registry import load_adapters
 from hilos.commerce import carts, stock
 from hilos.conversations.service import wake_snoozed
-from hilos.core.bus import Bus
-from hilos.core.outbox import relay
+from hilos.core import metrics
+from hilos.core.bus import Bus, NatsBus
+from hilos.core.clock import now
+from hilos.core.outbox import outbox_backlog, relay
 from hilos.engagement import assistant, campaigns, journeys, segments
 from hilos.integrations.delivery import send_due as send_webhooks
 from hilos.routing import service as routing
 from hilos.routing import sla
 
 log = structlog.get_logger(__name__)
+
+# How often a worker measures the outbox's backlog and asks JetStream for its figures.
+OUTBOX_OBSERVE_SECONDS = 5.0
+BUS_OBSERVE_SECONDS = 15.0
 
 
 class Worker:
@@ -42,6 +50,7 @@ class Worker:
         self.interval = interval
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._outbox_observed_at = self._bus_observed_at = -math.inf
         # Providers' APIs; tests swap in a client whose transport is a fake provider.
         self.http: httpx.AsyncClient | None = None
         load_adapters()
@@ -72,11 +81,17 @@ class Worker:
         done: dict[str, int] = {}
 
         async def stage(name: str, work: Callable[[], Awaitable[Any]]) -> None:
+            started = time.perf_counter()
             try:
-                result = await work()
+                # Every line logged during the stage says which stage it was.
+                with structlog.contextvars.bound_contextvars(stage=name):
+                    result = await work()
             except Exception:
+                metrics.WORKER_STAGE_FAILURES.labels(name).inc()
                 log.exception("worker.stage_failed", stage=name)
                 return
+            finally:
+                metrics.WORKER_STAGE_SECONDS.labels(name).observe(time.perf_counter() - started)
             if isinstance(result, dict):
                 done.update(result)
             else:
@@ -87,6 +102,7 @@ class Worker:
                 return await wake_snoozed(session)
 
         async def outbox() -> int:
+            await self.observe_outbox()
             published = 0
             while (batch := await relay(self.sessionmaker, self.bus)) > 0:
                 published += batch
@@ -114,7 +130,34 @@ class Worker:
         await stage("clv_fits_started", lambda: clv.fit_due(self.sessionmaker))
         # Webhooks of the events just published (the relay's consumer made their rows).
         await stage("webhooks", lambda: send_webhooks(self.sessionmaker, self.http_client()))
+        await stage("bus_observed", self.observe_bus)
+        metrics.WORKER_LAST_PASS.set(time.time())
         return done
+
+    async def observe_outbox(self) -> None:
+        """Measure the outbox's backlog (for ``hilos_outbox_*``) at most every few seconds: one
+        query on the index of unpublished events, before the relay drains them."""
+        moment = time.monotonic()
+        if moment - self._outbox_observed_at < OUTBOX_OBSERVE_SECONDS:
+            return
+        self._outbox_observed_at = moment
+        async with self.sessionmaker() as session:
+            pending, oldest = await outbox_backlog(session)
+        metrics.record_outbox_backlog(
+            pending, None if oldest is None else (now() - oldest).total_seconds()
+        )
+
+    async def observe_bus(self) -> int:
+        """Refresh the bus's figures (JetStream stream and consumers) every ``BUS_OBSERVE_SECONDS``:
+        they change slowly, and asking the server every pass would be a round trip per pass."""
+        moment = time.monotonic()
+        if moment - self._bus_observed_at < BUS_OBSERVE_SECONDS:
+            return 0
+        self._bus_observed_at = moment
+        state = await self.bus.state() if isinstance(self.bus, NatsBus) else None
+        if state is not None:
+            metrics.record_bus_state(state)
+        return 0
 
     async def run_forever(self) -> None:
         log.info("worker.started")

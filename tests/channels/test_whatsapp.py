@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos.channels import delivery
 from hilos.conversations.models import Message
+from hilos.core.settings import get_settings
 from tests.channels import fake_whatsapp as fake
 from tests.channels.conftest import add_configured_channel, deliver, messages
 from tests.conftest import TenantHandle, identify
@@ -495,7 +496,7 @@ async def test_a_worker_that_dies_mid_send_never_sends_twice(
     assert [c.message_id for c in claimed]
     provider = fake.FakeWhatsApp()
     assert (await deliver(app, provider, tenant))["sent"] == 0, "a live claim is left alone"
-    frozen_clock.advance(seconds=delivery.CLAIM_SECONDS + 1)
+    frozen_clock.advance(seconds=get_settings().delivery_claim_seconds + 1)
     assert (await deliver(app, provider, tenant))["expired"] == 1
     assert provider.sent == []
     [_, message] = await messages(client, tenant, conversation_id)

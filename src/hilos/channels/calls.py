@@ -52,6 +52,7 @@ from hilos.conversations.models import Conversation, Message
 from hilos.conversations.service import DuplicateDelivery, receive
 from hilos.core.clock import as_utc
 from hilos.core.errors import Invalid
+from hilos.core.metrics import MESSAGES_RECEIVED, on_commit
 from hilos.core.outbox import emit
 from hilos.tasks import service as tasks
 
@@ -167,6 +168,8 @@ async def record_call_event(session: AsyncSession, channel: ChannelInfo, event: 
                     .values(direction="outbound", status=None),
                     execution_options={"synchronize_session": False},
                 )
+            else:  # a call from a customer is an inbound entry like a message
+                on_commit(session, MESSAGES_RECEIVED.labels(channel.kind).inc)
             created = _Entry(
                 received.message_id,
                 received.conversation_id,

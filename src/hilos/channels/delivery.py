@@ -1,7 +1,9 @@
 """The delivery worker's half of replies: send what waits in the outbox, once.
 
 A queued reply is claimed (status ``sending``, with a claim that lapses after
-``CLAIM_SECONDS``) and the claim is committed *before* the provider is called. The provider's
+``HILOS_DELIVERY_CLAIM_SECONDS``) and the claim is committed *before* the provider is called.
+A worker claims no more replies than it sends at once (``SEND_CONCURRENCY``), so a worker that
+dies leaves at most that many replies in doubt. The provider's
 answer then moves it to ``sent`` (recording the provider's message id and applying receipts
 that arrived first), back to ``queued`` with a later ``next_attempt_at`` after a 5xx, a 429
 or a network error (backoff, honouring ``Retry-After``), or to ``failed`` with the provider's
@@ -37,14 +39,15 @@ from hilos.conversations.models import Message
 from hilos.conversations.receipts import apply_waiting
 from hilos.core.clock import now
 from hilos.core.errors import HilosError
+from hilos.core.metrics import SENDS
 from hilos.core.outbox import emit
+from hilos.core.settings import get_settings
 from hilos.core.tenancy import TenantContext, load_tenant
 
 log = structlog.get_logger(__name__)
 
 # Kinds of channel whose replies Hilos sends itself; the rest wait for an integrator.
 SENDING_KINDS = ("whatsapp", "messenger", "instagram", "telegram", "sms", "email", "web_chat")
-CLAIM_SECONDS = 120
 MAX_ATTEMPTS = 8
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 3600.0
@@ -63,6 +66,7 @@ class Claimed:
     tenant_id: str
     channel_id: str
     attempts: int
+    channel_kind: str = ""
 
 
 async def _expire_lapsed_claims(session: AsyncSession, *, tenant_id: str | None) -> int:
@@ -105,7 +109,13 @@ async def _claim(
 ) -> list[Claimed]:
     moment = now()
     statement = (
-        select(Message.id, Message.tenant_id, Message.channel_id, Message.delivery_attempts)
+        select(
+            Message.id,
+            Message.tenant_id,
+            Message.channel_id,
+            Message.delivery_attempts,
+            Channel.kind.label("channel_kind"),
+        )
         .join(Channel, Channel.id == Message.channel_id)
         .where(
             Message.status == "queued",
@@ -129,11 +139,15 @@ async def _claim(
             .where(Message.id == row.id)
             .values(
                 status="sending",
-                next_attempt_at=moment + timedelta(seconds=CLAIM_SECONDS),
+                next_attempt_at=moment + timedelta(seconds=get_settings().delivery_claim_seconds),
                 delivery_attempts=row.delivery_attempts + 1,
             )
         )
-        claimed.append(Claimed(row.id, row.tenant_id, row.channel_id, row.delivery_attempts + 1))
+        claimed.append(
+            Claimed(
+                row.id, row.tenant_id, row.channel_id, row.delivery_attempts + 1, row.channel_kind
+            )
+        )
     return claimed
 
 
@@ -148,21 +162,26 @@ async def deliver_due(
     counts = {"sent": 0, "retried": 0, "failed": 0, "expired": 0}
     async with sessionmaker() as session, session.begin():
         counts["expired"] = await _expire_lapsed_claims(session, tenant_id=tenant_id)
+    if counts["expired"]:
+        SENDS.labels("unknown", "unknown").inc(counts["expired"])
     limit = asyncio.Semaphore(SEND_CONCURRENCY)
 
     async def one(item: Claimed) -> str:
         async with limit:
             return await _deliver(sessionmaker, client, item)
 
+    # Claimed only as many as are sent at once: a claimed reply is in doubt if the worker dies.
+    wanted = min(SEND_CONCURRENCY, batch)
     while True:
         async with sessionmaker() as session, session.begin():
-            claimed = await _claim(session, batch=batch, tenant_id=tenant_id)
+            claimed = await _claim(session, batch=wanted, tenant_id=tenant_id)
         if not claimed:
             return counts
-
-        for outcome in await asyncio.gather(*(one(item) for item in claimed)):
+        outcomes = await asyncio.gather(*(one(item) for item in claimed))
+        for item, outcome in zip(claimed, outcomes, strict=True):
             counts[outcome] += 1
-        if len(claimed) < batch:
+            SENDS.labels(item.channel_kind, outcome).inc()
+        if len(claimed) < wanted:
             return counts
 
 

@@ -50,9 +50,28 @@ class Stored:
         }
 
 
+# The longest provider id a message, a receipt or a call keeps (``messages.external_id``,
+# ``message_receipts.external_id``); providers' own ids are far shorter.
+MAX_EXTERNAL_ID = 200
+# A sender's display name is kept as the customer's name (``customers.name``).
+MAX_NAME = 200
+
+
 def check_senders(channel: ChannelInfo, items: list[Item]) -> None:
-    """Normalize every sender value up front; an invalid one is the provider's bad payload."""
+    """Normalize every sender value up front; an invalid one is the provider's bad payload, and
+    so is an id too long to keep (PostgreSQL would refuse it halfway through the delivery). A
+    name too long to keep is cut to fit."""
     region = channel.tenant.default_region
+    for item in items:
+        if isinstance(item, Inbound | Receipt | CallEvent):
+            external_id = item.call_id if isinstance(item, CallEvent) else item.external_id
+            if len(external_id) > MAX_EXTERNAL_ID:
+                raise BadPayload(f"a message id is longer than {MAX_EXTERNAL_ID} characters")
+        # A name only labels the customer: an overlong one is shortened, not refused.
+        if isinstance(item, Inbound) and item.sender_name:
+            item.sender_name = item.sender_name[:MAX_NAME]
+        elif isinstance(item, CallEvent) and item.caller_name:
+            item.caller_name = item.caller_name[:MAX_NAME]
     try:
         for item in items:
             if isinstance(item, Inbound):

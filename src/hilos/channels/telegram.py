@@ -141,6 +141,12 @@ def split_text(text: str, limit: int) -> list[str]:
     return pieces
 
 
+def _area(size: dict[str, Any]) -> int:
+    """A photo size's pixels; a size without whole-number dimensions counts as none."""
+    width, height = size.get("width"), size.get("height")
+    return width * height if isinstance(width, int) and isinstance(height, int) else 0
+
+
 class TelegramBot:
     provider: ClassVar[str] = "telegram"
     kinds: ClassVar[tuple[str, ...]] = ("telegram",)
@@ -229,7 +235,7 @@ class TelegramBot:
             sizes = [p for p in photo if isinstance(p, dict)] if isinstance(photo, list) else []
             if not sizes:
                 raise BadPayload("message.photo must be a list of sizes")
-            largest = max(sizes, key=lambda p: p.get("width", 0) * p.get("height", 0))
+            largest = max(sizes, key=_area)
             attachments.append(_file("photo", largest))
         for kind in _FILES:
             # An animation also comes as a document: keep it once.

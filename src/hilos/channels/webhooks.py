@@ -1,8 +1,9 @@
 """``/webhooks/{provider}/{channel_id}``: every provider's webhook, through its adapter.
 
 The order is the same for all: find the channel (404 if unknown, disabled or not served by
-that provider), verify the signature (401, nothing stored), parse (400 for a body that is not
-the provider's format, nothing stored), store each item, answer 200. A payload type the
+that provider), verify the signature (401, nothing stored), count the request against the
+channel's rate limit (429 with ``Retry-After``, nothing stored), parse (400 for a body that is
+not the provider's format, nothing stored), store each item, answer 200. A payload type the
 adapter does not handle is acknowledged with 200, so the provider does not retry it forever.
 
 An adapter may also answer the provider's subscription check (``challenge``, Meta's GET) and
@@ -21,7 +22,9 @@ from fastapi.responses import JSONResponse, Response
 from hilos.channels import ingest, registry
 from hilos.channels.base import BadPayload, WebhookRequest
 from hilos.channels.service import channel_info
-from hilos.core.errors import NotFound
+from hilos.core.errors import HilosError, NotFound
+from hilos.core.metrics import WEBHOOK_REQUESTS
+from hilos.core.ratelimit import rate_limits
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +57,23 @@ async def _webhook_request(request: Request) -> WebhookRequest:
 
 @router.api_route("/webhooks/{provider}/{channel_id}", methods=["GET", "POST"], response_model=None)
 async def webhook(provider: str, channel_id: str, request: Request) -> Any:
+    """Answer the webhook and count it by provider and outcome (``hilos_webhook_requests_total``;
+    a path naming no provider we know counts as ``unknown``, so made-up paths add no series)."""
+    label = provider if registry.adapter_for_path(provider) is not None else "unknown"
+    try:
+        response = await _answer(provider, channel_id, request)
+    except HilosError as error:
+        WEBHOOK_REQUESTS.labels(label, error.code).inc()
+        raise
+    except Exception:
+        WEBHOOK_REQUESTS.labels(label, "internal").inc()
+        raise
+    status = getattr(response, "status_code", 200)
+    WEBHOOK_REQUESTS.labels(label, "ok" if status < 400 else f"http_{status}").inc()
+    return response
+
+
+async def _answer(provider: str, channel_id: str, request: Request) -> Any:
     state = request.app.state
     adapter = registry.adapter_for_path(provider)
     if adapter is None:
@@ -71,6 +91,8 @@ async def webhook(provider: str, channel_id: str, request: Request) -> Any:
             )
         return challenge(channel, incoming)
     adapter.verify(channel, incoming)
+    # Counted once the provider's signature holds, so nobody else can spend the channel's budget.
+    rate_limits(request.app).admit_webhook(channel.id)
     items = adapter.parse(channel, incoming)
     stored = await ingest.store(
         state.engine, state.sessionmaker, channel, items, wakeup=state.outbox_wakeup

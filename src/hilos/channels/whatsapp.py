@@ -70,6 +70,20 @@ def json_body(request: WebhookRequest) -> dict[str, Any]:
     return body
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: a field of the wrong type reads as
+    missing rather than crashing the parser."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any, *, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadPayload(f"{where} must be a list")
+    return value
+
+
 def unix_time(value: Any, *, where: str) -> datetime:
     try:
         return datetime.fromtimestamp(int(value), tz=UTC)
@@ -83,7 +97,7 @@ def _text_of(
     """The text, attachments and extra data of one WhatsApp message."""
     content = message.get(kind)
     if kind == "text":
-        return str((content or {}).get("body", "")), [], None
+        return str(_object(content).get("body", "")), [], None
     if kind in _MEDIA_TYPES or kind == "sticker":
         if not isinstance(content, dict) or not content.get("id"):
             raise BadPayload(f"a {kind} message without {kind}.id")
@@ -99,27 +113,27 @@ def _text_of(
         }
         return str(content.get("caption") or ""), [{k: v for k, v in attachment.items() if v}], None
     if kind == "location":
-        location = content or {}
+        location = _object(content)
         text = " ".join(str(location[k]) for k in ("name", "address") if location.get(k))
         data = {k: location.get(k) for k in ("latitude", "longitude", "name", "address", "url")}
         return text, [{"type": "location", "data": {k: v for k, v in data.items() if v}}], None
     if kind == "contacts":
-        cards = message.get("contacts") or []
-        names = [str((c.get("name") or {}).get("formatted_name", "")) for c in cards]
+        cards = [c for c in _list(message.get("contacts"), where="contacts") if isinstance(c, dict)]
+        names = [str(_object(c.get("name")).get("formatted_name", "")) for c in cards]
         return (
             ", ".join(n for n in names if n),
             [{"type": "contact", "data": c} for c in cards],
             None,
         )
     if kind == "interactive":
-        reply = (content or {}).get("button_reply") or (content or {}).get("list_reply") or {}
+        reply = _object(_object(content).get("button_reply") or _object(content).get("list_reply"))
         data = {"reply": {"id": reply.get("id"), "title": reply.get("title")}}
         return str(reply.get("title", "")), [], data
     if kind == "button":
-        button = content or {}
+        button = _object(content)
         return str(button.get("text", "")), [], {"reply": {"payload": button.get("payload")}}
     if kind == "reaction":
-        reaction = content or {}
+        reaction = _object(content)
         data = {
             "reaction": {"message_id": reaction.get("message_id"), "emoji": reaction.get("emoji")}
         }
@@ -162,13 +176,13 @@ class WhatsAppCloud:
         return items
 
     def _messages(self, value: dict[str, Any]) -> list[Item]:
-        names = {
-            str(c.get("wa_id")): (c.get("profile") or {}).get("name")
-            for c in value.get("contacts") or []
-            if isinstance(c, dict)
-        }
+        names: dict[str, str] = {}
+        for contact in _list(value.get("contacts"), where="contacts"):
+            name = _object(_object(contact).get("profile")).get("name")
+            if isinstance(name, str):
+                names[str(_object(contact).get("wa_id"))] = name
         items: list[Item] = []
-        for message in value.get("messages") or []:
+        for message in _list(value.get("messages"), where="messages"):
             if not isinstance(message, dict) or not message.get("id") or not message.get("from"):
                 raise BadPayload("messages[] need id and from")
             kind = str(message.get("type", ""))
@@ -201,7 +215,7 @@ class WhatsAppCloud:
 
     def _statuses(self, value: dict[str, Any]) -> list[Item]:
         items: list[Item] = []
-        for status in value.get("statuses") or []:
+        for status in _list(value.get("statuses"), where="statuses"):
             if not isinstance(status, dict) or not status.get("id"):
                 raise BadPayload("statuses[] need id")
             name = _STATUSES.get(str(status.get("status")))
@@ -212,7 +226,7 @@ class WhatsAppCloud:
             errors = status.get("errors")
             if name == "failed" and isinstance(errors, list) and errors:
                 first = errors[0] if isinstance(errors[0], dict) else {}
-                details = (first.get("error_data") or {}).get("details")
+                details = _object(first.get("error_data")).get("details")
                 error = {
                     "code": f"whatsapp_{first.get('code', 'error')}",
                     "message": " - ".join(

@@ -43,6 +43,7 @@ from hilos.conversations.models import ACTIVE_PREDICATE, ACTIVE_STATUSES, Conver
 from hilos.core.clock import as_utc, now
 from hilos.core.errors import Conflict, Invalid
 from hilos.core.ids import new_id
+from hilos.core.metrics import INBOUND_DUPLICATES, MESSAGES_RECEIVED
 from hilos.core.models import User
 from hilos.core.outbox import emit
 from hilos.core.tenancy import TenantContext, get_owned, tenant_scope
@@ -69,6 +70,8 @@ class Received:
     conversation_id: str
     customer_id: str
     duplicate: bool
+    # The kind of channel it came on (for metrics); a redelivery's answer leaves it empty.
+    channel_kind: str = ""
 
 
 # The inbound path's statements, built once: per request it then pays only for binding values.
@@ -161,7 +164,9 @@ async def receive_fast(
         return None
     if fast.message_id is None:
         raise DuplicateDelivery(channel_id=channel_id, external_id=external_id)
-    return Received(fast.message_id, fast.conversation_id, fast.customer_id, duplicate=False)
+    return Received(
+        fast.message_id, fast.conversation_id, fast.customer_id, duplicate=False, channel_kind=kind
+    )
 
 
 async def receive(
@@ -300,7 +305,9 @@ async def receive(
             "conversation": "new" if state is None else state["transition"],
         },
     )
-    return Received(message_id, conversation_id, customer_id, duplicate=False)
+    return Received(
+        message_id, conversation_id, customer_id, duplicate=False, channel_kind=channel_kind_
+    )
 
 
 async def receive_committed(
@@ -335,6 +342,7 @@ async def receive_committed(
                 duplicate = True
             await connection.commit()
         if received is not None:
+            MESSAGES_RECEIVED.labels(received.channel_kind).inc()
             wakeup()
             return received
     async with sessionmaker() as session:
@@ -347,6 +355,7 @@ async def receive_committed(
             await session.commit()
         except DuplicateDelivery as redelivery:
             await session.rollback()
+            INBOUND_DUPLICATES.inc()
             return await first_delivery(
                 session,
                 tenant,
@@ -356,6 +365,7 @@ async def receive_committed(
         except BaseException:
             await session.rollback()
             raise
+    MESSAGES_RECEIVED.labels(received.channel_kind).inc()
     if session.info.pop("outbox_written", False):
         wakeup()
     return received

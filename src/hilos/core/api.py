@@ -1,4 +1,7 @@
-"""HTTP API for the tenant's own settings, its API keys and its users (admin only)."""
+"""HTTP API for the tenant's own settings, its API keys and its users (admin only).
+
+Every change here is recorded in the audit log (``hilos.privacy.audit``) in its transaction.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from hilos.core.schemas import (
     UserCreate,
     UserOut,
 )
+from hilos.privacy import audit
 
 router = APIRouter(prefix="/v1", tags=["tenant"])
 
@@ -29,8 +33,15 @@ async def get_tenant(session: DbSession, principal: CurrentPrincipal) -> Tenant 
 async def update_tenant(
     body: TenantUpdate, request: Request, session: DbSession, principal: AdminPrincipal
 ) -> Tenant:
-    tenant = await service.update_tenant(
-        session, tenant=principal.tenant, changes=body.model_dump(exclude_unset=True)
+    changes = body.model_dump(exclude_unset=True)
+    tenant = await service.update_tenant(session, tenant=principal.tenant, changes=changes)
+    await audit.record(
+        session,
+        principal,
+        "tenant.updated",
+        subject_type="tenant",
+        subject_id=tenant.id,
+        details={"changes": changes},
     )
     request.app.state.key_cache.forget_tenant(principal.tenant.id)
     return tenant
@@ -42,6 +53,14 @@ async def create_api_key(
 ) -> ApiKeyCreated:
     row, key = await service.create_api_key(
         session, tenant=principal.tenant, name=body.name, role=body.role, user_id=body.user_id
+    )
+    await audit.record(
+        session,
+        principal,
+        "api_key.created",
+        subject_type="api_key",
+        subject_id=row.id,
+        details={"name": row.name, "role": row.role, "user_id": row.user_id},
     )
     return ApiKeyCreated(**ApiKeyOut.model_validate(row).model_dump(), key=key)
 
@@ -57,12 +76,20 @@ async def revoke_api_key(
 ) -> object:
     row = await service.revoke_api_key(session, tenant=principal.tenant, key_id=key_id)
     request.app.state.key_cache.forget_key(key_id)
+    await audit.record(
+        session,
+        principal,
+        "api_key.revoked",
+        subject_type="api_key",
+        subject_id=row.id,
+        details={"name": row.name, "role": row.role},
+    )
     return row
 
 
 @router.post("/users", response_model=UserOut, status_code=201)
 async def create_user(body: UserCreate, session: DbSession, principal: AdminPrincipal) -> object:
-    return await service.create_user(
+    user = await service.create_user(
         session,
         tenant=principal.tenant,
         email=str(body.email),
@@ -71,6 +98,15 @@ async def create_user(body: UserCreate, session: DbSession, principal: AdminPrin
         password=body.password,
         locale=body.locale,
     )
+    await audit.record(
+        session,
+        principal,
+        "user.created",
+        subject_type="user",
+        subject_id=user.id,
+        details={"email": user.email, "role": user.role},
+    )
+    return user
 
 
 @router.get("/users", response_model=list[UserOut])

@@ -3,6 +3,7 @@
 Roles, from most to least power: admin (everything, including keys and users), supervisor,
 agent. A key is looked up by its SHA-256 and kept in a small per-process cache for
 ``HILOS_API_KEY_CACHE_SECONDS``; revoking a key clears it from this process's cache at once.
+Every request a key authenticates counts against its rate limit (``hilos.core.ratelimit``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hilos.core.errors import Unauthorized
 from hilos.core.models import ApiKey, Tenant
+from hilos.core.ratelimit import rate_limits
 from hilos.core.security import hash_api_key
 from hilos.core.tenancy import TenantContext
 
@@ -87,10 +89,17 @@ def _key_hash(request: Request) -> str:
     return hash_api_key(key)
 
 
+def _admitted(request: Request, principal: Principal) -> Principal:
+    """``principal``, once its key's rate limit lets this request through (else a 429)."""
+    rate_limits(request.app).admit_api_key(principal.key_id or principal.tenant.id)
+    return principal
+
+
 def cached_principal(request: Request) -> Principal | None:
     """The caller from this process's key cache, if there; ``Unauthorized`` without a key."""
     cache: KeyCache = request.app.state.key_cache
-    return cache.get(_key_hash(request))
+    principal = cache.get(_key_hash(request))
+    return None if principal is None else _admitted(request, principal)
 
 
 async def authenticate(request: Request, session: AsyncSession) -> Principal:
@@ -98,7 +107,7 @@ async def authenticate(request: Request, session: AsyncSession) -> Principal:
     cache: KeyCache = request.app.state.key_cache
     principal = cache.get(key_hash)
     if principal is not None:
-        return principal
+        return _admitted(request, principal)
     statement = (
         select(ApiKey, Tenant)
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
@@ -115,4 +124,4 @@ async def authenticate(request: Request, session: AsyncSession) -> Principal:
         user_id=api_key.user_id,
     )
     cache.put(key_hash, principal)
-    return principal
+    return _admitted(request, principal)

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from hilos.core.metrics import BUS_HANDLER_FAILURES, BUS_PUBLISHED, BusState, durable_label
+
 log = structlog.get_logger(__name__)
 
 STREAM = "HILOS"
@@ -81,10 +83,12 @@ class InProcessBus:
         self, *, topic: str, tenant_id: str, event_id: str, payload: dict[str, Any]
     ) -> None:
         event = BusEvent(topic=topic, tenant_id=tenant_id, event_id=event_id, payload=payload)
+        BUS_PUBLISHED.inc()
         for durable, handler in list(self._handlers.items()):
             try:
                 await handler(event)
             except Exception:
+                BUS_HANDLER_FAILURES.labels(durable_label(durable)).inc()
                 log.exception("bus.handler_failed", durable=durable, topic=topic)
 
     async def subscribe(self, *, durable: str, handler: Handler) -> None:
@@ -127,13 +131,39 @@ class NatsBus:
         await self._js.publish(
             SUBJECT_PREFIX + topic, event.encode(), headers={"Nats-Msg-Id": event_id}
         )
+        BUS_PUBLISHED.inc()
+
+    async def state(self) -> BusState:
+        """The stream's size and each durable consumer's backlog, as JetStream reports them."""
+        stream = await self._js.stream_info(STREAM)
+        consumers = await self._js.consumers_info(STREAM)
+        return BusState(
+            messages=stream.state.messages,
+            bytes=stream.state.bytes,
+            consumers={
+                consumer.name: (consumer.num_pending or 0, consumer.num_ack_pending or 0)
+                for consumer in consumers
+            },
+        )
 
     async def subscribe(self, *, durable: str, handler: Handler) -> None:
         async def on_message(message: Any) -> None:
+            event: BusEvent | None = None
             try:
-                await handler(BusEvent.decode(message.data))
+                event = BusEvent.decode(message.data)
+                # What the handler logs names the event it is handling.
+                with structlog.contextvars.bound_contextvars(
+                    event_id=event.event_id, topic=event.topic
+                ):
+                    await handler(event)
             except Exception:
-                log.exception("bus.handler_failed", durable=durable)
+                BUS_HANDLER_FAILURES.labels(durable_label(durable)).inc()
+                log.exception(
+                    "bus.handler_failed",
+                    durable=durable,
+                    event_id=event.event_id if event else None,
+                    topic=event.topic if event else None,
+                )
                 await message.nak(delay=1)
                 return
             await message.ack()

@@ -30,6 +30,7 @@ import structlog
 
 from hilos.core.bus import SUBJECT_PREFIX, Bus, BusEvent, Handler, NatsBus
 from hilos.core.ids import new_id
+from hilos.core.metrics import FANOUT_DELIVERED, FANOUT_FAILURES
 
 log = structlog.get_logger(__name__)
 
@@ -122,8 +123,15 @@ class Fanout:
                 continue
             try:
                 await handler(event)
+                FANOUT_DELIVERED.inc()
             except Exception:
-                log.exception("fanout.listener_failed", listener=name, topic=event.topic)
+                FANOUT_FAILURES.labels(name).inc()
+                log.exception(
+                    "fanout.listener_failed",
+                    listener=name,
+                    topic=event.topic,
+                    event_id=event.event_id,
+                )
 
 
 def fanout_of(state: Any) -> Fanout:

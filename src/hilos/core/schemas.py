@@ -7,7 +7,7 @@ from typing import Literal
 from zoneinfo import available_timezones
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 Role = Literal["admin", "supervisor", "agent"]
 
@@ -60,6 +60,15 @@ class TenantUpdate(Strict):
         if value is not None and any(limit < 1 for limit in value.values()):
             raise ValueError("every identity limit must be at least 1")
         return value
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> TenantUpdate:
+        # Every setting has a value: ``null`` would clear it (a 500 from the database), and a
+        # setting left out of the body is the way to leave it as it is.
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null: leave it out to keep it")
+        return self
 
 
 class ApiKeyCreate(Strict):

@@ -43,6 +43,7 @@ from hilos.customers.schemas import (
     UnmergeRequest,
 )
 from hilos.engagement import journeys, recommend
+from hilos.privacy import audit
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
@@ -264,12 +265,21 @@ async def unmerge(
     principal: SupervisorPrincipal,
     body: UnmergeRequest | None = None,
 ) -> object:
-    return await service.unmerge(
+    record = await service.unmerge(
         session,
         principal.tenant,
         customer_id=customer_id,
         merge_id=body.merge_id if body else None,
     )
+    await audit.record(
+        session,
+        principal,
+        "customer.unmerged",
+        subject_type="customer",
+        subject_id=record.survivor_id,
+        details={"merge_id": record.id, "merged_id": record.merged_id},
+    )
+    return record
 
 
 @router.post("/customers/{customer_id}/consents", response_model=ConsentOut, status_code=201)
@@ -300,9 +310,18 @@ async def consent_history(
 async def block_value(
     body: BlockedValueIn, session: DbSession, principal: AdminPrincipal
 ) -> object:
-    return await service.block_value(
+    blocked = await service.block_value(
         session, principal.tenant, kind=body.kind, value=body.value, reason=body.reason
     )
+    await audit.record(
+        session,
+        principal,
+        "blocked_value.created",
+        subject_type="blocked_value",
+        subject_id=blocked.id,
+        details={"kind": blocked.kind},
+    )
+    return blocked
 
 
 @router.get("/blocked-values", response_model=list[BlockedValueOut])
@@ -313,3 +332,10 @@ async def list_blocked(session: DbSession, principal: AdminPrincipal) -> object:
 @router.delete("/blocked-values/{blocked_id}", status_code=204)
 async def unblock(blocked_id: str, session: DbSession, principal: AdminPrincipal) -> None:
     await service.unblock_value(session, principal.tenant, blocked_id)
+    await audit.record(
+        session,
+        principal,
+        "blocked_value.deleted",
+        subject_type="blocked_value",
+        subject_id=blocked_id,
+    )

@@ -56,6 +56,7 @@ from hilos.customers.models import (
     Merge,
     TimelineEvent,
 )
+from hilos.privacy import audit
 
 MAX_REDIRECTS = 32
 _IDENTITIES = cast(Table, Identity.__table__)
@@ -805,6 +806,15 @@ async def merge(
     )
     session.add(record)
     await session.flush()
+    # Merges happen on their own (an identify naming two customers' values): Hilos is the actor.
+    await audit.record(
+        session,
+        audit.Actor.system(tenant.id),
+        "customer.merged",
+        subject_type="customer",
+        subject_id=survivor.id,
+        details={"merge_id": record.id, "merged_id": merged.id, "reason": reason},
+    )
     await emit(
         session,
         tenant_id=tenant.id,

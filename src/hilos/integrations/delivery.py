@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos import __version__
 from hilos.core.clock import as_utc, now
+from hilos.core.metrics import WEBHOOK_DELIVERIES
 from hilos.core.outbox import emit
 from hilos.integrations.models import WebhookDelivery, WebhookEndpoint
 from hilos.integrations.service import SECRET_PREFIX, signing_secrets
@@ -360,6 +361,7 @@ async def _record(
             )
         else:
             await _note_failure(session, item, outcome, moment)
+    WEBHOOK_DELIVERIES.labels(result).inc()
     log.info(
         "webhooks.attempt",
         delivery_id=item.delivery_id,

@@ -63,11 +63,13 @@ from hilos.channels.service import channel_kind as channel_kind_of
 from hilos.channels.service import kinds_of
 from hilos.conversations import service as conversations
 from hilos.conversations.models import ACTIVE_STATUSES, Conversation
+from hilos.core import metrics
 from hilos.core import service as core
 from hilos.core.clock import as_utc
 from hilos.core.clock import now as clock_now
 from hilos.core.errors import Conflict, Forbidden, Invalid, NotFound
 from hilos.core.ids import new_id
+from hilos.core.metrics import on_commit
 from hilos.core.models import OutboxEvent, User
 from hilos.core.outbox import emit, register_consumer
 from hilos.core.tenancy import TenantContext, get_owned, load_tenant, tenant_scope
@@ -830,16 +832,29 @@ class Round:
             conversation_id=conversation_id,
             changes={"assignee_id": agent_id},
         )
-        await self.session.execute(
-            update(_ROUTED)
-            .where(_ROUTED.c.conversation_id == conversation_id)
-            .values(
-                state="assigned", agent_id=agent_id, offer_id=None, due_at=None, updated_at=self.now
+        waited_since = (
+            await self.session.execute(
+                update(_ROUTED)
+                .where(_ROUTED.c.conversation_id == conversation_id)
+                .values(
+                    state="assigned",
+                    agent_id=agent_id,
+                    offer_id=None,
+                    due_at=None,
+                    updated_at=self.now,
+                )
+                .returning(_ROUTED.c.waiting_since)
             )
-        )
+        ).scalar_one_or_none()
         await self.session.execute(
             update(RoutingAgent).where(RoutingAgent.id == agent_id).values(idle_since=self.now)
         )
+        on_commit(self.session, metrics.ROUTING_ASSIGNMENTS.inc)
+        if waiting is not None and waited_since is not None:
+            # Only a conversation that stood in line waited; one moved agent to agent did not.
+            waited = max((self.now - as_utc(waited_since)).total_seconds(), 0.0)
+            wait_of_queue = metrics.ROUTING_WAIT.labels(waiting.queue_id)
+            on_commit(self.session, lambda: wait_of_queue.observe(waited))
         await emit(
             self.session,
             tenant_id=self.tenant.id,

@@ -65,9 +65,11 @@ from hilos.core import service as core
 from hilos.core.clock import now
 from hilos.core.deps import DbSession
 from hilos.core.errors import HilosError, NotFound
+from hilos.core.ratelimit import rate_limits
 from hilos.core.tenancy import TenantContext, get_owned
 from hilos.customers import service as customers
 from hilos.customers.api import customer_360
+from hilos.privacy import audit
 from hilos.routing import service as routing
 from hilos.routing import sla
 from hilos.routing.models import RoutingAgent
@@ -150,6 +152,7 @@ _ERROR_TITLES = {
     404: N_("Not found"),
     409: N_("That cannot be done now"),
     422: N_("Please check what you sent"),
+    429: N_("Too many requests"),
 }
 
 
@@ -331,6 +334,7 @@ async def _signed_in(request: Request, session: DbSession) -> SignedInAgent:
     if agent is None:
         raise SignInRequired()
     request.state.console_agent = agent
+    rate_limits(request.app).admit_console_user(agent.user_id)
     profile = await _agent_profile(session, agent)
     request.state.console_presence = profile.presence if profile is not None else None
     return agent
@@ -1081,12 +1085,21 @@ async def customer_page(
                 ],
             }
         )
+    # Shown on the page, with the administrator's export and erase buttons (privacy_pages).
+    erasure = await audit.latest(
+        session,
+        agent.tenant.id,
+        action="customer.erased",
+        subject_type="customer",
+        subject_ids=[customer.id],
+    )
     return _page(
         request,
         "customer.html",
         {
             "nav": "customers",
             "customer": view,
+            "erasure": erasure,
             "money": functools.partial(format_money, language=_language(request, agent)),
         },
         agent=agent,

@@ -1,0 +1,350 @@
+"""Sustained signed inbound traffic against Hilos as production runs it: PostgreSQL, NATS
+JetStream, ``hilos serve`` processes and a separate ``hilos worker``.
+
+Each run starts on a freshly created PostgreSQL database and a NATS server of its own (its store
+in a temporary directory), then ``hilos serve --workers N`` (uvicorn's N processes share one
+listening socket, the simplest load balancer) and one ``hilos worker`` (outbox relay to
+JetStream with every outbox consumer: SLA clocks, sentiment, journeys, surveys, routing...).
+This process sends signed WhatsApp deliveries (``benchmarks/webhooks.py``'s mix: 2 000
+senders, 5 % redeliveries) over ``--concurrency`` keep-alive connections for ``--seconds``
+seconds, and meanwhile samples, once a second, the outbox lag (events not yet relayed, and the
+age of the oldest) and the JetStream stream's size. When the load stops, it waits for the worker
+to relay the backlog ("drain") and then checks that every accepted message is stored exactly
+once. Memory is each process's resident set size at the end (uvicorn's parent and each of its
+workers, and the worker).
+
+Target (the project's issue): at least 1 500 messages per second accepted and relayed with
+p99 ≤ 100 ms on 2 cores, zero lost, with 2 servers and 1 worker; the same run with 1 server
+shows how throughput grows with processes.
+
+    .venv/bin/python benchmarks/scale.py                 # 1 and 2 servers, 60 s each
+    .venv/bin/python benchmarks/scale.py --seconds 10    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from _common import (
+    DEFAULT_POSTGRES_URL,
+    REPO_DIR,
+    Column,
+    Server,
+    asyncpg_dsn,
+    call_json,
+    console,
+    create_tenant,
+    free_port,
+    hilos_command,
+    hilos_env,
+    machine_facts,
+    postgres_reachable,
+    print_table,
+    recreate_postgres_database,
+    run_async,
+    run_hilos,
+    run_load,
+    write_results,
+)
+from webhooks import CHANNEL_CONFIG, inspect_answer, plan_deliveries, to_calls
+
+TARGET_RATE = 1500.0
+TARGET_P99_MS = 100.0
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+class Nats:
+    """A ``nats-server -js`` of this run, on a free port, storing in a temporary directory."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.store = Path(tempfile.mkdtemp(prefix="hilos-scale-nats-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Nats:
+        self.process = subprocess.Popen(
+            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return self
+            except OSError:
+                await asyncio.sleep(0.1)
+        raise RuntimeError("nats-server did not start")
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.store, ignore_errors=True)
+
+    async def stream_messages(self) -> int:
+        import nats
+
+        connection = await nats.connect(self.url)
+        try:
+            info = await connection.jetstream().stream_info("HILOS")
+            return int(info.state.messages)
+        except Exception:
+            return 0
+        finally:
+            await connection.close()
+
+
+async def outbox_lag(db: asyncpg.Connection) -> tuple[int, float]:
+    row = await db.fetchrow(
+        "SELECT count(*) AS pending,"
+        " coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest"
+        " FROM outbox_events WHERE published_at IS NULL"
+    )
+    assert row is not None
+    return int(row["pending"]), float(row["oldest"])
+
+
+async def run_one(
+    servers: int, args: argparse.Namespace, plan: list[dict[str, Any]]
+) -> dict[str, Any]:
+    database_url = args.postgres_url
+    await recreate_postgres_database(database_url)
+    async with Nats() as nats_server:
+        env = hilos_env(database_url, HILOS_BUS_URL=nats_server.url)
+        run_hilos(["migrate"], env=env)
+        _tenant_id, api_key = create_tenant(env)
+        # Closed in the finally below, after the worker stopped.
+        worker_log = tempfile.TemporaryFile()  # noqa: SIM115
+        worker = subprocess.Popen(
+            hilos_command("worker"),
+            env={**env, "HILOS_WORKER_INTERVAL_SECONDS": "0.2"},
+            cwd=REPO_DIR,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+        )
+        label = f"hilos serve --workers {servers}"
+        try:
+            with Server.hilos(
+                database_url=database_url,
+                workers=servers,
+                label=label,
+                HILOS_BUS_URL=nats_server.url,
+            ) as server:
+                status, channel = await call_json(
+                    server.port,
+                    "POST",
+                    "/v1/channels",
+                    {"kind": "whatsapp", "name": "WhatsApp", "config": CHANNEL_CONFIG},
+                    headers={"Authorization": f"Bearer {api_key}"},
+                )
+                if status not in (200, 201):
+                    raise RuntimeError(f"creating the channel answered {status}: {channel}")
+                calls = to_calls(plan, channel["id"])
+                db = await asyncpg.connect(asyncpg_dsn(database_url))
+                samples: list[tuple[int, float]] = []
+                stop = asyncio.Event()
+
+                async def sample() -> None:
+                    while not stop.is_set():
+                        samples.append(await outbox_lag(db))
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 1.0)
+
+                sampler = asyncio.create_task(sample())
+                try:
+                    result = await run_load(
+                        server.port,
+                        calls,
+                        concurrency=args.concurrency,
+                        max_seconds=args.seconds,
+                        headers={},
+                        inspect=inspect_answer,
+                    )
+                    stop.set()
+                    await sampler
+                    memory = {
+                        "server_mib": [
+                            round(m, 0)
+                            for m in (rss_mib(p) for p in [server.pid, *children(server.pid)])
+                            if m is not None
+                        ],
+                        "worker_mib": rss_mib(worker.pid),
+                    }
+                    drain_started = time.perf_counter()
+                    while (await outbox_lag(db))[0] > 0:
+                        if worker.poll() is not None:
+                            raise RuntimeError("the worker exited")
+                        if time.perf_counter() - drain_started > args.max_drain:
+                            break
+                        await asyncio.sleep(0.5)
+                    drain = time.perf_counter() - drain_started
+                    left, _ = await outbox_lag(db)
+                    stored = await db.fetchval(
+                        "SELECT count(*) FROM messages WHERE direction = 'inbound'"
+                    )
+                    events = await db.fetchval("SELECT count(*) FROM outbox_events")
+                finally:
+                    stop.set()
+                    await db.close()
+                in_stream = await nats_server.stream_messages()
+        finally:
+            worker.terminate()
+            worker.wait(30)
+            worker_log.close()
+    accepted_new = result.completed - result.tags.get("duplicate", 0)
+    elapsed = max(result.elapsed, 1e-9)
+    return {
+        "servers": servers,
+        "accepted": result.completed,
+        "seconds": round(result.elapsed, 1),
+        "rate": round(result.completed / elapsed, 0),
+        "p50_ms": round(result.percentile_ms(0.50), 1),
+        "p99_ms": round(result.percentile_ms(0.99), 1),
+        "errors": result.errors,
+        "outbox_lag_max": max((s[0] for s in samples), default=0),
+        "outbox_age_max_s": round(max((s[1] for s in samples), default=0.0), 1),
+        "drain_s": round(drain, 1),
+        "relay_rate": round(events / (elapsed + drain), 0) if events else 0,
+        "lost": accepted_new - int(stored),
+        "unrelayed": left,
+        "stream_vs_outbox": f"{in_stream}/{events}",
+        "server_mib": "+".join(str(int(m)) for m in memory["server_mib"]),
+        "worker_mib": round(memory["worker_mib"] or 0, 0),
+    }
+
+
+COLUMNS = [
+    Column("servers", "HTTP processes", 0),
+    Column("accepted", "accepted", 0),
+    Column("seconds", "s", 1),
+    Column("rate", "msg/s", 0),
+    Column("p50_ms", "p50 ms", 1),
+    Column("p99_ms", "p99 ms", 1),
+    Column("errors", "errors", 0),
+    Column("outbox_lag_max", "max outbox lag (events)", 0),
+    Column("outbox_age_max_s", "max outbox age s", 1),
+    Column("drain_s", "drain s", 1),
+    Column("relay_rate", "events relayed/s", 0),
+    Column("lost", "lost", 0),
+    Column("unrelayed", "unrelayed", 0),
+    Column("stream_vs_outbox", "stream/outbox"),
+    Column("server_mib", "server RSS MiB"),
+    Column("worker_mib", "worker RSS MiB", 0),
+]
+
+
+async def main(args: argparse.Namespace) -> None:
+    if not await postgres_reachable(args.postgres_url):
+        raise SystemExit(f"PostgreSQL is not reachable at {args.postgres_url}")
+    if not Path(NATS_SERVER).exists():
+        raise SystemExit("nats-server is not installed")
+    # More deliveries than can be sent in the time: the clock ends the load.
+    count = int(args.seconds * 3000)
+    plan = plan_deliveries(
+        count=count,
+        senders=2000,
+        redelivery_share=0.05,
+        status_share=0.0,
+        seed=11,
+        timestamp=int(time.time()) - count,
+    )
+    rows = []
+    for servers in [int(s) for s in args.servers.split(",")]:
+        console.print(f"{servers} server process(es) + 1 worker, {args.seconds:g} s…")
+        rows.append(await run_one(servers, args, plan))
+    print_table("Sustained inbound on PostgreSQL + NATS", COLUMNS, rows)
+    best = max(rows, key=lambda row: row["rate"])
+    met = (
+        best["rate"] >= TARGET_RATE
+        and best["p99_ms"] <= TARGET_P99_MS
+        and all(row["lost"] == 0 and row["unrelayed"] == 0 for row in rows)
+    )
+    notes = [
+        f"{args.seconds:g} s of signed WhatsApp deliveries per run over {args.concurrency} "
+        "keep-alive connections from one load process (2 000 senders, 5 % redeliveries), "
+        "against `hilos serve --workers N` (uvicorn's processes share the socket) and one "
+        "`hilos worker`, on a fresh PostgreSQL database and a NATS JetStream of the run's own; "
+        "the load process, the servers, the worker, PostgreSQL and NATS share the 2 cores.",
+        "accepted: deliveries answered 200 (redeliveries included, answered as duplicates); "
+        "lost: new messages accepted but not stored (must be 0); unrelayed: outbox events still "
+        "waiting after the drain (must be 0); stream/outbox: JetStream messages against outbox "
+        "events (each event once).",
+        "max outbox lag / age: the worst of the once-a-second samples during the load (events "
+        "written but not yet relayed, and the age of the oldest); drain: seconds the worker "
+        "needed after the load to relay the backlog; events relayed/s: outbox events over the "
+        "load and the drain.",
+        "Memory: resident set size at the end of the load; for N servers, uvicorn's parent "
+        "process then each of its workers.",
+        f"Target: ≥ {TARGET_RATE:,.0f} msg/s with p99 ≤ {TARGET_P99_MS:g} ms, zero lost: "
+        f"{'met' if met else 'NOT met'} (best {best['rate']:,.0f} msg/s, p99 "
+        f"{best['p99_ms']:.0f} ms).",
+    ]
+    figures = {
+        "target_rate": TARGET_RATE,
+        "target_p99_ms": TARGET_P99_MS,
+        "best_rate": best["rate"],
+        "target_met": met,
+    }
+    path = write_results(
+        "scale",
+        title="Sustained inbound on PostgreSQL + NATS (benchmarks/scale.py)",
+        columns=COLUMNS,
+        rows=rows,
+        figures=figures,
+        notes=notes,
+        facts=machine_facts(),
+    )
+    console.print(f"written {path} and RESULTS.md")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="load per run")
+    parser.add_argument("--servers", default="1,2", help="HTTP processes per run")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--max-drain", type=float, default=300.0, help="seconds to wait")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    run_async(main(parse_args()))
