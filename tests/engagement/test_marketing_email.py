@@ -3,21 +3,31 @@ subject, an HTML alternative beside the text, and a one-click unsubscribe link."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes, policy
 from typing import Any
 
 import httpx
 import pytest
 
+from hilos.core import clock
 from tests.channels.conftest import add_configured_channel, deliver
 from tests.channels.email_fakes import FakeRelay, unique_address
 from tests.conftest import TenantHandle
-from tests.engagement.test_sending import consent, send
+from tests.engagement.test_sending import NOON_UTC, consent, send
 
 
 def no_http(request: httpx.Request) -> httpx.Response:
     raise AssertionError(f"email is sent by SMTP, not to {request.url}")
+
+
+@pytest.fixture(autouse=True)
+def at_noon() -> Iterator[None]:
+    """Marketing waits out the customer's quiet hours (21:00-09:00 in Madrid): send at noon,
+    whenever the suite runs."""
+    clock.set_now(lambda: NOON_UTC)
+    yield
+    clock.set_now(None)
 
 
 @pytest.fixture
@@ -29,7 +39,11 @@ async def relay() -> AsyncIterator[FakeRelay]:
 
 
 async def test_a_campaign_email_has_its_subject_html_and_unsubscribe_header(
-    client: httpx.AsyncClient, tenant: TenantHandle, app: Any, sessionmaker: Any, relay: FakeRelay
+    client: httpx.AsyncClient,
+    tenant: TenantHandle,
+    app: Any,
+    sessionmaker: Any,
+    relay: FakeRelay,
 ) -> None:
     address = unique_address("novedades")
     await add_configured_channel(client, tenant, "email", relay.config(address), name="Tienda")
