@@ -32,7 +32,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -307,6 +307,13 @@ async def _enter(session: AsyncSession, journey: Journey, event: OutboxEvent) ->
     exit event that happened after it ends it even if both are relayed together."""
     customer_id = event.payload[_CUSTOMER_KEY]
     if journey.reentry != "always":
+        if session.get_bind().dialect.name == "postgresql":
+            # Two workers relaying two of the customer's events at once would both find no
+            # run and both enter: the second waits here for the first's commit, then sees it.
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"journey-entry:{journey.id}:{customer_id}"},
+            )
         statuses = ("active",) if journey.reentry == "after_exit" else None
         condition = [JourneyRun.journey_id == journey.id, JourneyRun.customer_id == customer_id]
         if statuses is not None:
