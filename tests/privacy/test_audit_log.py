@@ -212,3 +212,91 @@ async def test_the_database_refuses_to_change_an_entry(
                 )
         assert "append-only" in str(refused.value)
     assert [e["action"] for e in await entries(client, tenant)] == ["api_key.created"]
+
+
+async def test_every_settings_change_is_recorded_with_its_fields_and_no_secret(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    channel = await client.post(
+        "/v1/channels",
+        json={
+            "kind": "whatsapp",
+            "name": "WhatsApp tienda",
+            "config": {"phone_number_id": "106540352242922", "access_token": "EAAG-secret-1"},
+        },
+        headers={**tenant.headers, "X-Request-ID": "req-channel-1"},
+    )
+    assert channel.status_code == 201, channel.text
+    renamed = await client.patch(
+        f"/v1/channels/{channel.json()['id']}", json={"name": "WA"}, headers=tenant.headers
+    )
+    assert renamed.status_code == 200, renamed.text
+    policy = await client.post(
+        "/v1/sla-policies",
+        json={"name": "Oro", "first_response_seconds": 300},
+        headers=tenant.headers,
+    )
+    assert policy.status_code == 201, policy.text
+    agent = await client.post(
+        "/v1/agents", json={"email": "ana@tienda.es", "name": "Ana"}, headers=tenant.headers
+    )
+    assert agent.status_code == 201, agent.text
+    endpoint = await client.post(
+        "/v1/webhook-endpoints",
+        json={"url": "https://crm.example.com/hilos", "topics": ["message.received"]},
+        headers=tenant.headers,
+    )
+    assert endpoint.status_code == 201, endpoint.text
+    rotated = await client.post(
+        f"/v1/webhook-endpoints/{endpoint.json()['id']}/rotate-secret", headers=tenant.headers
+    )
+    assert rotated.status_code == 200, rotated.text
+    refused = await client.post(
+        "/v1/sla-policies", json={"name": "", "first_response_seconds": -1}, headers=tenant.headers
+    )
+    assert refused.status_code == 422
+
+    log = await entries(client, tenant, action="settings.*")
+    assert [e["action"] for e in log] == [
+        "settings.integrations.rotate_secret",
+        "settings.integrations.create_endpoint",
+        "settings.routing.create_agent",
+        "settings.sla.create_policy",
+        "settings.channels.update_channel",
+        "settings.channels.create_channel",
+    ]
+    by_action = {e["action"]: e for e in log}
+    created = by_action["settings.channels.create_channel"]
+    assert created["request_id"] == "req-channel-1"
+    assert created["actor"]["role"] == "admin"
+    assert created["details"]["route"] == "POST /v1/channels"
+    assert created["details"]["fields"]["name"] == "WhatsApp tienda"
+    assert created["details"]["fields"]["config"] == {"fields": ["access_token", "phone_number_id"]}
+    update = by_action["settings.channels.update_channel"]
+    assert (update["subject_type"], update["subject_id"]) == ("channel", channel.json()["id"])
+    assert update["details"]["fields"] == {"name": "WA"}
+    assert by_action["settings.routing.create_agent"]["details"]["fields"]["email"] == (
+        "ana@tienda.es"
+    )
+    assert by_action["settings.integrations.rotate_secret"]["subject_id"] == endpoint.json()["id"]
+    assert "EAAG-secret-1" not in str(log)
+    assert endpoint.json()["secret"] not in str(log)
+    assert rotated.json()["secret"] not in str(log)
+    # Endpoints that write a precise entry of their own get no second, generic one.
+    await client.patch("/v1/tenant", json={"reopen_window_seconds": 60}, headers=tenant.headers)
+    assert [e["action"] for e in await entries(client, tenant)][0] == "tenant.updated"
+    assert not await entries(client, tenant, action="settings.core.*")
+
+
+async def test_an_agent_changes_nothing_and_logs_nothing(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    key = await client.post(
+        "/v1/api-keys", json={"name": "ana", "role": "agent"}, headers=tenant.headers
+    )
+    agent_headers = {"Authorization": f"Bearer {key.json()['key']}"}
+    refused = await client.post(
+        "/v1/channels", json={"kind": "api", "name": "x"}, headers=agent_headers
+    )
+    assert refused.status_code == 403
+    assert not await entries(client, tenant, action="settings.*")

@@ -188,6 +188,40 @@ async def test_erasing_twice_changes_nothing_the_second_time(
     assert story.person.email not in str(entry)
 
 
+async def test_an_erased_profile_cannot_be_given_a_name_or_traits_again(
+    client: httpx.AsyncClient,
+    tenant: TenantHandle,
+    app: Any,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    story = await amparo(client, tenant, app)
+    erased = await client.post(f"/v1/customers/{story.customer_id}/erase", headers=tenant.headers)
+    assert erased.status_code == 200, erased.text
+    stored = await snapshot(sessionmaker, tenant.id)
+
+    for change in ({"name": "Amparo Ruiz"}, {"traits": {"city": "Valencia"}}):
+        response = await client.patch(
+            f"/v1/customers/{story.customer_id}", json=change, headers=tenant.headers
+        )
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "customer_erased"
+    assert await snapshot(sessionmaker, tenant.id) == stored
+
+    # Someone not erased is still edited as before.
+    other = await client.post(
+        "/v1/customers/identify",
+        json={"identities": [{"kind": "email", "value": "rosa@example.es"}], "name": "Rosa"},
+        headers=tenant.headers,
+    )
+    renamed = await client.patch(
+        f"/v1/customers/{other.json()['customer_id']}",
+        json={"name": "Rosa Gil"},
+        headers=tenant.headers,
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["name"] == "Rosa Gil"
+
+
 async def test_another_tenants_customer_is_not_found_and_not_touched(
     client: httpx.AsyncClient, tenant: TenantHandle, make_tenant: Any
 ) -> None:

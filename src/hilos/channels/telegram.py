@@ -298,7 +298,7 @@ class TelegramBot:
         if not isinstance(query.get("data"), str) or not query["data"]:
             return Ignored("callback_query without data (a game)")
         data: dict[str, Any] = {"callback": {"id": str(query["id"]), "data": query["data"]}}
-        if chat and "message_id" in message:
+        if "id" in chat and "message_id" in message:
             data["in_reply_to"] = f"{chat['id']}:{message['message_id']}"
         return Inbound(
             # Callback query ids are unique across Telegram, not only within a chat.

@@ -9,8 +9,8 @@ a client that got a 2xx knows its change is stored.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,11 +47,23 @@ async def _current_principal(request: Request) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(_current_principal, scope="function")]
 
 
-def _require(role: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    async def dependency(principal: CurrentPrincipal) -> Principal:
+# Requests that change something: an admin's or supervisor's change lands in the audit log.
+_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _require(role: str) -> Callable[..., AsyncIterator[Principal]]:
+    async def dependency(
+        request: Request, principal: CurrentPrincipal, session: DbSession
+    ) -> AsyncIterator[Principal]:
         if not principal.at_least(role):
             raise Forbidden(f"this needs the {role} role; this key has the {principal.role} role")
-        return principal
+        yield principal
+        # Only reached when the endpoint succeeded, and before the session's commit (the session
+        # was opened first, so it closes last): the entry is stored with the change or not at all.
+        if request.method in _CHANGING_METHODS:
+            from hilos.privacy import audit
+
+            await audit.record_settings_change(session, principal, request)
 
     return dependency
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hilos.commerce import carts, loyalty, orders
 from hilos.conversations import service as conversations
 from hilos.core.deps import AdminPrincipal, CurrentPrincipal, DbSession, SupervisorPrincipal
-from hilos.core.errors import Invalid
+from hilos.core.errors import Conflict, Invalid
 from hilos.core.tenancy import TenantContext
 from hilos.customers import service
 from hilos.customers.models import Customer, Identity
@@ -247,6 +247,20 @@ async def update_customer(
     customer_id: str, body: CustomerUpdate, session: DbSession, principal: CurrentPrincipal
 ) -> Customer:
     customer = await service.live_customer(session, principal.tenant, customer_id)
+    erasure = await audit.latest(
+        session,
+        principal.tenant.id,
+        action="customer.erased",
+        subject_type="customer",
+        subject_ids=[customer.id],
+    )
+    if erasure is not None:
+        # An erased profile stays only so the figures keep their counts: writing a name or traits
+        # onto it would bring personal data back under an id the erasure promised was empty.
+        raise Conflict(
+            "the customer's data was erased; identify the person again to start a new profile",
+            code="customer_erased",
+        )
     service.apply_profile(customer, name=body.name, language=body.language, traits=body.traits)
     await session.flush()
     return customer

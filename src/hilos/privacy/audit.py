@@ -7,18 +7,24 @@ itself (``Actor.system``: a merge caused by an identify call) or the ``hilos`` c
 (``Actor.cli``). The request id comes from the structlog context that
 ``core.logging.RequestIdMiddleware`` binds for each request.
 
+``record_settings_change`` is the generic entry for every other admin or supervisor change: the
+role dependencies of ``core.deps`` call it after a changing request's endpoint succeeded, unless
+the endpoint recorded its own entry.
+
 Rules: ``details`` hold ids, codes and counts, never a customer's personal data; nothing here
 updates or deletes an entry.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 import structlog
+from fastapi import Request
 from sqlalchemy import Table, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +37,11 @@ from hilos.privacy.models import ACTOR_TYPES, AuditEntry
 
 _AUDIT_LOG = cast(Table, AuditEntry.__table__)
 MAX_PAGE = 200
+# Set on a session whose transaction holds an entry, so the generic settings entry steps aside.
+_RECORDED = "audit_recorded"
+# Settings bodies carry provider credentials and signing secrets: never copied into the log.
+_SECRET_KEY = re.compile(r"secret|token|password|credential|api_key|apikey|private|auth", re.I)
+MAX_TEXT = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +96,7 @@ async def record(
     """Add an entry to the audit log in the session's transaction; return its id."""
     if isinstance(actor, Principal):
         actor = Actor.of(actor)
+    session.info[_RECORDED] = True
     entry_id = new_id()
     await session.execute(
         insert(_AUDIT_LOG).values(
@@ -103,6 +115,84 @@ async def record(
         )
     )
     return entry_id
+
+
+def nothing_to_record(session: AsyncSession) -> None:
+    """Say that this request, though an admin's change, changed nothing (an erasure repeated):
+    the generic settings entry is not written."""
+    session.info[_RECORDED] = True
+
+
+async def record_settings_change(
+    session: AsyncSession, principal: Principal, request: Request
+) -> str | None:
+    """Record a successful admin or supervisor request that changed something, unless its
+    endpoint already recorded a more precise entry.
+
+    Called by the role dependencies of ``core.deps``, so every admin endpoint of every domain is
+    covered, including ones added later. The action is ``settings.<area>.<endpoint>``
+    (``settings.channels.create_channel``, ``settings.sla.update_policy``); the subject is the
+    last id in the path; the details hold the route and the request's top-level fields, with
+    secrets masked, long text cut, lists counted and nested objects reduced to their keys.
+    """
+    if session.info.get(_RECORDED):
+        return None
+    route = request.scope.get("route")
+    endpoint = request.scope.get("endpoint")
+    if route is None or endpoint is None:
+        return None
+    area = endpoint.__module__.rsplit(".", 1)[-1].removesuffix("_api")
+    if area in {"api", "service"}:
+        area = endpoint.__module__.split(".")[-2]
+    path: str = getattr(route, "path", request.url.path)
+    params = dict(request.path_params)
+    subject_type = subject_id = None
+    if params:
+        name, subject_id = list(params.items())[-1]
+        subject_type = name.removesuffix("_id")
+    details: dict[str, Any] = {"route": f"{request.method} {path}"}
+    fields = await _request_fields(request)
+    if fields is not None:
+        details["fields"] = fields
+    return await record(
+        session,
+        principal,
+        f"settings.{area}.{endpoint.__name__}",
+        subject_type=subject_type,
+        subject_id=str(subject_id) if subject_id is not None else None,
+        details=details,
+    )
+
+
+async def _request_fields(request: Request) -> dict[str, Any] | None:
+    if "json" not in request.headers.get("content-type", ""):
+        body = await request.body()
+        return (
+            {"content_type": request.headers.get("content-type"), "bytes": len(body)}
+            if body
+            else None
+        )
+    try:
+        payload = await request.json()
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return {"items": len(payload)} if isinstance(payload, list) else None
+    return {str(key): _summary(str(key), value) for key, value in payload.items()}
+
+
+def _summary(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key):
+        return "[hidden]"
+    if isinstance(value, dict):
+        # Nested values (a send's template context, a channel's provider config) may hold a
+        # customer's data or a credential under any name: only their keys are kept.
+        return {"fields": sorted(str(inner) for inner in value)}
+    if isinstance(value, list):
+        return {"items": len(value)}
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return value[:MAX_TEXT] + "…"
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -448,6 +448,7 @@ async def erase_customer(
         session, tenant.id, action="customer.erased", subject_type="customer", subject_ids=ids
     )
     if previous is not None:
+        audit.nothing_to_record(session)
         return ErasureResult(
             customer_id=previous.subject_id or survivor_id,
             customer_ids=list(previous.details.get("customer_ids") or ids),

@@ -16,7 +16,7 @@ is the 404 page.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -52,6 +52,8 @@ ACTION_LABELS: dict[str, str] = {
     "customer.unmerged": N_("Merge undone"),
     "customer.exported": N_("Customer data exported"),
     "customer.erased": N_("Customer data erased"),
+    # Every other admin or supervisor change (channels, queues, SLA policies...), as a family.
+    "settings.*": N_("Settings changed"),
 }
 ACTOR_LABELS: dict[str, str] = {
     "system": N_("Hilos (automatic)"),
@@ -80,6 +82,14 @@ FormAdmin = Annotated[SignedInAgent, Depends(_admin_form, scope="function")]
 router = APIRouter(
     include_in_schema=False, route_class=ConsoleRoute, default_response_class=HTMLResponse
 )
+
+
+def _describe_action(action: str, gettext: Callable[[str], str]) -> str:
+    if action in ACTION_LABELS:
+        return gettext(ACTION_LABELS[action])
+    if action.startswith("settings."):
+        return f"{gettext(ACTION_LABELS['settings.*'])}: {action.removeprefix('settings.')}"
+    return action
 
 
 def actor_of(agent: SignedInAgent) -> audit.Actor:
@@ -288,9 +298,7 @@ async def audit_log_page(
             "entries": [
                 {
                     "entry": entry,
-                    "action": gettext(ACTION_LABELS[entry.action])
-                    if entry.action in ACTION_LABELS
-                    else entry.action,
+                    "action": _describe_action(entry.action, gettext),
                     "actor": _describe_actor(entry, names),
                     "details": _describe_details(entry.details or {}),
                 }
