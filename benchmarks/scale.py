@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -60,6 +61,7 @@ from webhooks import CHANNEL_CONFIG, inspect_answer, plan_deliveries, to_calls
 TARGET_RATE = 1500.0
 TARGET_P99_MS = 100.0
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float | None:
@@ -84,6 +86,50 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL process of the machine (its backends come and go with connections)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class CpuMeter:
+    """CPU seconds each part of the run used between ``start`` and ``stop``, from /proc."""
+
+    def __init__(self, parts: dict[str, list[int]]) -> None:
+        self.parts = parts
+        self.started: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        pids = {**self.parts, "postgres": postgres_pids()}
+        taken = {name: sum(cpu_seconds(pid) for pid in group) for name, group in pids.items()}
+        taken["load"] = time.process_time()
+        return taken
+
+    def start(self) -> None:
+        self.started = self._now()
+
+    def stop(self) -> None:
+        ended = self._now()
+        self.used = {name: ended[name] - self.started.get(name, 0.0) for name in ended}
 
 
 class Nats:
@@ -190,6 +236,15 @@ async def run_one(
                             await asyncio.wait_for(stop.wait(), 1.0)
 
                 sampler = asyncio.create_task(sample())
+                assert nats_server.process is not None
+                meter = CpuMeter(
+                    {
+                        "servers": [server.pid, *children(server.pid)],
+                        "worker": [worker.pid],
+                        "nats": [nats_server.process.pid],
+                    }
+                )
+                meter.start()
                 try:
                     result = await run_load(
                         server.port,
@@ -199,6 +254,7 @@ async def run_one(
                         headers={},
                         inspect=inspect_answer,
                     )
+                    meter.stop()
                     stop.set()
                     await sampler
                     memory = {
@@ -232,6 +288,10 @@ async def run_one(
             worker_log.close()
     accepted_new = result.completed - result.tags.get("duplicate", 0)
     elapsed = max(result.elapsed, 1e-9)
+    per_message = {
+        f"cpu_{name}_ms": round(1000 * used / max(result.completed, 1), 2)
+        for name, used in meter.used.items()
+    }
     return {
         "servers": servers,
         "accepted": result.completed,
@@ -249,6 +309,8 @@ async def run_one(
         "stream_vs_outbox": f"{in_stream}/{events}",
         "server_mib": "+".join(str(int(m)) for m in memory["server_mib"]),
         "worker_mib": round(memory["worker_mib"] or 0, 0),
+        **per_message,
+        "cpu_total_ms": round(sum(per_message.values()), 2),
     }
 
 
@@ -269,6 +331,12 @@ COLUMNS = [
     Column("stream_vs_outbox", "stream/outbox"),
     Column("server_mib", "server RSS MiB"),
     Column("worker_mib", "worker RSS MiB", 0),
+    Column("cpu_servers_ms", "CPU ms/msg servers", 2),
+    Column("cpu_worker_ms", "worker", 2),
+    Column("cpu_postgres_ms", "PostgreSQL", 2),
+    Column("cpu_nats_ms", "NATS", 2),
+    Column("cpu_load_ms", "load", 2),
+    Column("cpu_total_ms", "total", 2),
 ]
 
 
@@ -314,6 +382,9 @@ async def main(args: argparse.Namespace) -> None:
         "load and the drain.",
         "Memory: resident set size at the end of the load; for N servers, uvicorn's parent "
         "process then each of its workers.",
+        "CPU ms/msg: CPU time each part used during the load (from /proc), per accepted "
+        "delivery; PostgreSQL counts every postgres process of the machine. With 2 cores, "
+        "2 000 ms/s are available: the total bounds the rate at about 2 000 / total msg/s.",
         f"Target: ≥ {TARGET_RATE:,.0f} msg/s with p99 ≤ {TARGET_P99_MS:g} ms, zero lost: "
         f"{'met' if met else 'NOT met'} (best {best['rate']:,.0f} msg/s, p99 "
         f"{best['p99_ms']:.0f} ms).",
