@@ -281,6 +281,7 @@ async def test_a_console_user_over_the_limit_sees_a_429_page_in_their_language(
     refused = await limited_client.get("/console")
     assert refused.status_code == 429
     assert "Demasiadas peticiones" in refused.text
+    assert int(refused.headers["retry-after"]) >= 1
     # The form on the refused page is the session's own: nothing else was lost.
     assert csrf_of(page)
 

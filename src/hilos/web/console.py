@@ -134,11 +134,20 @@ class ConsoleError(Exception):
     catalog has it (the console's own messages), as written otherwise (services' messages).
     """
 
-    def __init__(self, status_code: int, message: str, *, back: str | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        back: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.back = back
+        # Kept from the refusal it stands for (a rate limit's Retry-After).
+        self.headers = headers or {}
 
 
 class SignInRequired(ConsoleError):
@@ -185,7 +194,10 @@ class ConsoleRoute(APIRoute):
                 ) from error
             except HilosError as error:
                 raise ConsoleError(
-                    error.status_code, error.message, back=_back_link(request)
+                    error.status_code,
+                    error.message,
+                    back=_back_link(request),
+                    headers=getattr(error, "headers", None),
                 ) from error
             except RequestValidationError as error:
                 raise ConsoleError(
@@ -216,7 +228,7 @@ async def render_console_error(request: Request, error: Exception) -> Response:
     language = _language(request, agent)
     gettext = translations(language).gettext
     title = _ERROR_TITLES.get(error.status_code, N_("This request could not be understood"))
-    return _page(
+    page = _page(
         request,
         "error.html",
         {
@@ -228,6 +240,8 @@ async def render_console_error(request: Request, error: Exception) -> Response:
         agent=agent,
         status_code=error.status_code,
     )
+    page.headers.update(error.headers)
+    return page
 
 
 # --- pages and cookies ----------------------------------------------------------------------
