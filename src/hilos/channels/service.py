@@ -119,6 +119,11 @@ async def channels_of_kind(session: AsyncSession, kind: str) -> Sequence[Channel
     return (await session.execute(statement)).scalars().all()
 
 
+def cached_channel_kind(tenant: TenantContext, channel_id: str) -> str | None:
+    """The kind of the tenant's channel if this process has read it before (no database)."""
+    return _KIND_CACHE.get((tenant.id, channel_id))
+
+
 async def channel_kind(
     session: AsyncSession | AsyncConnection, tenant: TenantContext, channel_id: str
 ) -> str:

@@ -37,8 +37,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from hilos.channels.kinds import REPLY_IDENTITY_KINDS
 from hilos.channels.models import Channel
-from hilos.channels.service import channel_kind, kinds_of
-from hilos.conversations.inbound_pg import receive_in_one_statement
+from hilos.channels.service import cached_channel_kind, channel_kind, kinds_of
+from hilos.conversations.inbound_pg import (
+    BatchFailed,
+    KnownSenderMessage,
+    batcher_for,
+    receive_in_one_statement,
+)
 from hilos.conversations.models import ACTIVE_PREDICATE, ACTIVE_STATUSES, Conversation, Message
 from hilos.core.clock import as_utc, now
 from hilos.core.errors import Conflict, Invalid
@@ -136,6 +141,7 @@ async def receive_fast(
     sent_at: datetime,
     allow_new_sender: bool = True,
     identities: Sequence[tuple[str, str]] = (),
+    try_known: bool = True,
 ) -> Received | None:
     """PostgreSQL's one-statement path (``inbound_pg``): the stored message, or ``None`` when
     the reference path must run. Needs no session: the endpoint runs it on a bare connection
@@ -159,6 +165,7 @@ async def receive_fast(
         moment=now(),
         allow_new_sender=allow_new_sender,
         extra_identities=identities,
+        try_known=try_known,
     )
     if fast is None:
         return None
@@ -328,7 +335,24 @@ async def receive_committed(
         and not message.get("thread_refs")
     )
     duplicate = False
-    if fast:
+    known_checked = False
+    # The channel's kind goes in the event; a channel this process has not read yet takes the
+    # path below, which reads it.
+    kind = cached_channel_kind(tenant, message["channel_id"]) if fast else None
+    if kind is not None:
+        try:
+            batched = await _receive_batched(engine, tenant, kind, message)
+        except BatchFailed:
+            batched = None
+        else:
+            known_checked = True
+        if batched is not None and batched.duplicate:
+            duplicate = True
+        elif batched is not None:
+            MESSAGES_RECEIVED.labels(batched.channel_kind).inc()
+            wakeup()
+            return batched
+    if fast and not duplicate:
         async with engine.connect() as connection:
             received: Received | None = None
             try:
@@ -336,6 +360,7 @@ async def receive_committed(
                     connection,
                     tenant,
                     identities=message.get("identities") or (),
+                    try_known=not known_checked,
                     **{key: message[key] for key in _FAST_FIELDS},
                 )
             except DuplicateDelivery:
@@ -369,6 +394,41 @@ async def receive_committed(
     if session.info.pop("outbox_written", False):
         wakeup()
     return received
+
+
+async def _receive_batched(
+    engine: AsyncEngine, tenant: TenantContext, kind: str, message: dict[str, Any]
+) -> Received | None:
+    """A known sender's message stored with others arriving at the same moment
+    (``inbound_pg.InboundBatcher``); ``None`` when it must be stored alone. A redelivery comes
+    back as ``duplicate``, for the caller to answer with the first delivery's ids."""
+    sender_kind = message["sender_kind"]
+    value = normalize(
+        sender_kind, message["sender_value"], region=tenant.default_region, field="sender.value"
+    )
+    receipt = await batcher_for(engine).store(
+        KnownSenderMessage(
+            tenant_id=tenant.id,
+            channel_id=message["channel_id"],
+            channel_kind=kind,
+            sender_kind=sender_kind,
+            sender_value=value,
+            external_id=message["external_id"],
+            text=message["text"],
+            attachments=message["attachments"],
+            sent_at=message["sent_at"],
+            extra_identities=message.get("identities") or (),
+        )
+    )
+    if receipt is None:
+        return None
+    return Received(
+        receipt.message_id or "",
+        receipt.conversation_id,
+        receipt.customer_id,
+        duplicate=receipt.message_id is None,
+        channel_kind=kind,
+    )
 
 
 _FAST_FIELDS = (

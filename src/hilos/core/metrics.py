@@ -89,6 +89,11 @@ INBOUND_DUPLICATES = Counter(
     "hilos_inbound_duplicates_total",
     "Redeliveries of an inbound message already stored (answered with the first ids).",
 )
+INBOUND_BATCH_SIZES = Histogram(
+    "hilos_inbound_batch_size",
+    "Messages stored together by one statement (PostgreSQL's group commit of known senders).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 WEBHOOK_REQUESTS = Counter(
     "hilos_webhook_requests_total",
     "Provider webhook requests (/webhooks/{provider}/{channel}), by provider and outcome: ok, "
