@@ -58,6 +58,7 @@ from hilos.engagement.segments_api import router as segments_router
 from hilos.engagement.sending_api import router as sending_router
 from hilos.engagement.templates_api import router as templates_router
 from hilos.integrations.api import router as webhook_endpoints_router
+from hilos.matching.api import router as matching_router
 from hilos.privacy.api import router as privacy_router
 from hilos.routing.api import router as routing_router
 from hilos.routing.sla_api import router as sla_router
@@ -69,6 +70,7 @@ from hilos.web.console import ConsoleError, render_console_error, static_files
 from hilos.web.console import router as console_router
 from hilos.web.dashboard import router as dashboard_router
 from hilos.web.live import router as console_live_router
+from hilos.web.matching_pages import router as matching_pages_router
 from hilos.web.privacy_pages import router as privacy_pages_router
 from hilos.web.supervisor import router as supervisor_router
 from hilos.worker import Worker
@@ -226,6 +228,7 @@ def create_app(
         files_router,
         stores_router,
         customers_router,
+        matching_router,
         privacy_router,
         conversations_router,
         canned_router,
@@ -257,6 +260,7 @@ def create_app(
         survey_pages_router,
         commerce_pages_router,
         privacy_pages_router,
+        matching_pages_router,
         dashboard_router,
     ):
         app.include_router(router)

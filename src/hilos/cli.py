@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,6 +24,8 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(user_app, name="user")
 customer_app = typer.Typer(help="A customer's data (GDPR access).", no_args_is_help=True)
 app.add_typer(customer_app, name="customer")
+import_app = typer.Typer(help="Import data from files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 console = Console()
 
 
@@ -334,6 +337,70 @@ def customer_export(
         console.print(f"[red]{error.message}[/red]")
         raise typer.Exit(2) from error
     typer.echo(json.dumps(document, ensure_ascii=False, indent=2))
+
+
+@import_app.command("customers")
+def import_customers(
+    file: Annotated[Path, typer.Argument(help="CSV file.", exists=True, dir_okay=False)],
+    tenant: Annotated[str | None, typer.Option(help="Tenant id or name.")] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Import the good rows even if others have errors.")
+    ] = False,
+) -> None:
+    """Import customers from a CSV file (external_id, name or given_name + surnames, email,
+    phone, birth_date, street, postcode, city); running it again creates nothing twice."""
+    from hilos.core.errors import HilosError
+    from hilos.matching.commands import print_import, run_import
+
+    settings = get_settings()
+    if settings.is_sqlite:
+        _migrate(settings)
+    try:
+        report = asyncio.run(
+            run_import(
+                settings, path=file, tenant=tenant, skip_invalid=skip_invalid, console=console
+            )
+        )
+    except HilosError as error:
+        console.print(f"[red]{error.message}[/red]")
+        raise typer.Exit(2) from error
+    print_import(report, console)
+    if not report.imported:
+        raise typer.Exit(1)
+
+
+@app.command()
+def dedupe(
+    tenant: Annotated[str | None, typer.Option(help="Tenant id or name.")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the report as JSON to this file.")
+    ] = None,
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Train the tenant's model first.")
+    ] = True,
+    max_clusters: Annotated[
+        int | None,
+        typer.Option(min=1, help="Merge at most this many clusters now (the rest next run)."),
+    ] = None,
+) -> None:
+    """Find the duplicates among all of a tenant's customers: merge those above the automatic
+    threshold, queue the rest for review. Resumable: run it again after a stop."""
+    from hilos.core.errors import HilosError
+    from hilos.matching.commands import print_dedupe, run_dedupe
+
+    settings = get_settings()
+    if settings.is_sqlite:
+        _migrate(settings)
+    try:
+        result = asyncio.run(
+            run_dedupe(
+                settings, tenant=tenant, train=train, max_clusters=max_clusters, console=console
+            )
+        )
+    except HilosError as error:
+        console.print(f"[red]{error.message}[/red]")
+        raise typer.Exit(2) from error
+    print_dedupe(result, console, path=report)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from hilos.commerce import carts, loyalty, returns
 from hilos.conversations import service as conversations
 from hilos.engagement import assistant, journeys, recommend, segments, sending
 from hilos.integrations import service as integrations
+from hilos.matching import service as matching
 from hilos.routing import service as routing
 from hilos.routing import sla
 from hilos.tasks import service as tasks
@@ -25,6 +26,7 @@ REGISTERING_MODULES = (
     journeys,
     recommend,
     loyalty,
+    matching,
     returns,
     reviews,
     routing,

@@ -28,6 +28,7 @@ from hilos.engagement import (
     template_models,
 )
 from hilos.integrations import models as integrations_models
+from hilos.matching import models as matching_models
 from hilos.privacy import models as privacy_models
 from hilos.routing import models as routing_models
 from hilos.routing import sla_models
@@ -54,6 +55,7 @@ __all__ = [
     "review_models",
     "integrations_models",
     "loyalty_models",
+    "matching_models",
     "metadata",
     "order_models",
     "pricing_models",

@@ -31,6 +31,7 @@ from hilos.core.clock import now
 from hilos.core.outbox import outbox_backlog, relay
 from hilos.engagement import assistant, campaigns, journeys, segments
 from hilos.integrations.delivery import send_due as send_webhooks
+from hilos.matching import online as matching
 from hilos.routing import service as routing
 from hilos.routing import sla
 
@@ -126,6 +127,8 @@ class Worker:
         await stage("campaigns", lambda: campaigns.run_due(self.sessionmaker))
         # Survey invitations that are due (the relay's survey consumer made their rows).
         await stage("surveys_sent", lambda: surveys.send_due(self.sessionmaker, wakeup=self.wake))
+        # New and changed profiles checked for probable duplicates (suggestions, merges).
+        await stage("matching", lambda: matching.check_due(self.sessionmaker))
         # Predicted CLV for the tenants whose KPIs were read for a newer hour (in a thread).
         await stage("clv_fits_started", lambda: clv.fit_due(self.sessionmaker))
         # Webhooks of the events just published (the relay's consumer made their rows).

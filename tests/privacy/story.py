@@ -16,6 +16,7 @@ from hilos.channels.email_inbox import store_email
 from hilos.channels.email_mime import parse_email
 from hilos.channels.service import channel_info
 from hilos.engagement import segments
+from hilos.matching import service as matching
 from hilos.models import metadata
 from tests.commerce.orders_helpers import location, product, receive
 from tests.conftest import TenantHandle, add_channel, inbound
@@ -385,6 +386,20 @@ async def amparo(
     await ok(
         await client.post(f"/v1/campaigns/{campaign['id']}/schedule", json={}, headers=headers)
     )
+    # The web shop knows her name and postcode as well: the matching check (run here as the
+    # worker's stage runs it) suggests the two profiles are one person before her login says so.
+    for profile_id in (customer_id, browsing["customer_id"]):
+        await ok(
+            await client.patch(
+                f"/v1/customers/{profile_id}",
+                json={"name": person.name, "traits": {"postcode": "28004"}},
+                headers=headers,
+            )
+        )
+    async with app.state.sessionmaker() as session, session.begin():
+        await matching.check_profiles(
+            session, tenant.context, [customer_id, browsing["customer_id"]]
+        )
     # She logs in to the web shop from the browser she used anonymously: both profiles merge.
     recognised = await ok(
         await client.post(

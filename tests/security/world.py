@@ -28,6 +28,7 @@ from hilos.channels.email_mime import MailFile
 from hilos.core.clock import now
 from hilos.core.outbox import relay
 from hilos.engagement import journeys
+from hilos.matching import service as matching
 from hilos.routing import service as routing
 from tests.channels import fake_twilio, fake_whatsapp
 from tests.conftest import TenantHandle
@@ -304,5 +305,24 @@ async def build_business(client: httpx.AsyncClient, app: Any, tenant: TenantHand
             [MailFile("factura.pdf", "application/pdf", b"%PDF-1.4 factura de la tienda")],
         )
     ids["file_id"] = attachment["url"].rsplit("/", 1)[1]
+
+    # Two profiles that look like one person, checked as the worker's matching stage does.
+    lookalikes = [
+        await post(
+            "/v1/customers/identify",
+            {
+                "identities": [{"kind": "external", "value": external}],
+                "name": name,
+                "traits": {"birth_date": "1980-05-17", "postcode": "28001", "city": "Madrid"},
+            },
+        )
+        for external, name in (("crm-1", "María José Fernández"), ("web-1", "Mª José Fernandez"))
+    ]
+    async with sessionmaker() as session, session.begin():
+        await matching.check_profiles(
+            session, tenant.context, [found["customer_id"] for found in lookalikes]
+        )
+    suggestions = await _ok(await client.get("/v1/match-suggestions", headers=h))
+    ids["suggestion_id"] = suggestions["items"][0]["id"]
 
     return Business(tenant=tenant, agent_headers=agent_headers, ids=ids, users=users)

@@ -220,6 +220,17 @@ PARTS: tuple[Part, ...] = (
             "the rating and sentiment stay, no longer linked to anyone",
         ),
     ),
+    # --- matching --------------------------------------------------------------------------
+    Part(
+        "match_keys",
+        Delete("blocking keys are made of the name, birth date, address, emails and phones"),
+    ),
+    Part(
+        "match_suggestions",
+        Delete("a pair of profiles and why they looked alike; nothing is left to compare"),
+        link="left_customer_id",
+        also=("right_customer_id",),
+    ),
     # --- this domain -----------------------------------------------------------------------
     Part(
         "audit_log",
@@ -295,6 +306,10 @@ UNRELATED: Mapping[str, str] = {
     "clv_fits": "a model fitted over all customers (parameters and averages)",
     # Integrations.
     "webhook_endpoints": "the tenant's endpoints",
+    # Matching.
+    "match_settings": "thresholds and a model fitted over all profiles (weights, no records)",
+    "match_check_cursor": "the online check's position (a time and two ids)",
+    "match_runs": "a de-duplication's plan and counts: profile ids, nothing personal",
 }
 
 

@@ -52,6 +52,12 @@ ACTION_LABELS: dict[str, str] = {
     "customer.unmerged": N_("Merge undone"),
     "customer.exported": N_("Customer data exported"),
     "customer.erased": N_("Customer data erased"),
+    "customers.imported": N_("Customers imported"),
+    "match_suggestion.accepted": N_("Possible duplicate accepted"),
+    "match_suggestion.rejected": N_("Possible duplicate rejected"),
+    "matching.settings_updated": N_("Duplicate thresholds changed"),
+    "matching.trained": N_("Duplicate model trained"),
+    "matching.deduplicated": N_("Duplicates merged in bulk"),
     # Every other admin or supervisor change (channels, queues, SLA policies...), as a family.
     "settings.*": N_("Settings changed"),
 }
