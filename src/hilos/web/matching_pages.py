@@ -64,6 +64,8 @@ LEVEL_LABELS = {
     "same_local": N_("the same name before the @"),
     "different": N_("different"),
     "missing": N_("missing on one side"),
+    # The engine's birth-date rule: a generation apart, so never merged without a person.
+    "conflict": N_("a generation apart: a person decides"),
 }
 
 
