@@ -186,6 +186,10 @@ def create_app(
         version=__version__,
         description="Omnichannel customer platform: one customer, one conversation, one stock.",
         lifespan=lifespan,
+        # Hilos reports through Prometheus metrics and JSON logs (docs/operations.md). FastAPI's
+        # native OpenTelemetry hooks asked for the global providers on every request even with
+        # none configured: 3 % of a webhook's CPU in benchmarks/scale.py's profile.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.settings = settings
     app.state.engine = engine

@@ -133,10 +133,13 @@ async def relay(
                 )
         published_at = now()
         if events:
+            # No "evaluate" of the session's loaded events against the statement: nothing reads
+            # them after this, and that walk cost the relay 4 % of its CPU.
             await session.execute(
                 update(OutboxEvent)
                 .where(OutboxEvent.id.in_([event.id for event in events]))
                 .values(published_at=published_at)
+                .execution_options(synchronize_session=False)
             )
     if events:
         metrics.count_published(events, at=published_at)
