@@ -1189,7 +1189,53 @@ async def build(session: AsyncSession, console: Console, *, count: int) -> tuple
         "  a knowledge base and the assistant on web chat, 2 segments, the abandoned-cart "
         "journey (a draft)"
     )
+    for identities, name, traits in POSSIBLE_DUPLICATES:
+        await customers.identify(
+            session, tenant, identities=identities, name=name, traits=traits, reason="import"
+        )
+    console.print(
+        f"  {len(POSSIBLE_DUPLICATES)} imported profiles for the duplicates page (the worker "
+        "finds them within seconds)"
+    )
     return tenant.id, api_key
+
+
+# Profiles as an old CRM and the shop's till would hand them over: one person written twice
+# (the store's "María José Fernández" and the web's "Mª José Fernandez Ruiz", no shared email),
+# and a father and son with one name, address and landline whom a person must keep apart.
+POSSIBLE_DUPLICATES: list[tuple[list[tuple[str, str]], str, dict[str, Any]]] = [
+    (
+        [("external", "tpv-1001"), ("email", "mjfernandez@example.es")],
+        "María José Fernández",
+        {"postcode": "28001", "city": "Madrid", "birth_date": "1980-05-17"},
+    ),
+    (
+        [("external", "web-77"), ("email", "mariajose.fr@example.org")],
+        "Mª José Fernandez Ruiz",
+        {"postcode": "28001", "city": "Madrid", "birth_date": "1980-05-17"},
+    ),
+    (
+        [("external", "crm-3"), ("phone", "+34915550101")],
+        "José Luis García Pérez",
+        {
+            "street": "Calle Mayor 12, 3º B",
+            "postcode": "28013",
+            "city": "Madrid",
+            "birth_date": "1952-03-02",
+        },
+    ),
+    (
+        [("external", "crm-4")],
+        "José Luis García Pérez",
+        {
+            "street": "Calle Mayor 12, 3º B",
+            "postcode": "28013",
+            "city": "Madrid",
+            "birth_date": "1981-11-23",
+            "phone": "+34915550101",
+        },
+    ),
+]
 
 
 async def run_demo(
