@@ -459,7 +459,9 @@ class InboundBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _flush(self) -> None:
-        failed = False
+        # Stays true unless the loop ends normally: an error, or a cancelled task (the server
+        # stopping), hands what is still pending back to its requests instead of a new flush.
+        failed = True
         try:
             async with self.engine.connect() as connection:
                 raw = await connection.get_raw_connection()
@@ -468,8 +470,8 @@ class InboundBatcher:
                     batch = self._pending[: self.max_batch]
                     del self._pending[: self.max_batch]
                     await self._store_batch(driver, batch)
+            failed = False
         except Exception as error:
-            failed = True
             log.warning("inbound.batch_failed", error=repr(error))
         finally:
             self._flushing -= 1
