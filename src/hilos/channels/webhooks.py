@@ -59,16 +59,17 @@ async def _webhook_request(request: Request) -> WebhookRequest:
 async def webhook(provider: str, channel_id: str, request: Request) -> Any:
     """Answer the webhook and count it by provider and outcome (``hilos_webhook_requests_total``;
     a path naming no provider we know counts as ``unknown``, so made-up paths add no series)."""
-    return await _counted(provider, channel_id, request)
+    return await answer(provider, channel_id, request)
 
 
 @router.get("/webhooks/{provider}/{channel_id}", response_model=None)
 async def webhook_subscription_check(provider: str, channel_id: str, request: Request) -> Any:
     """A provider's subscription check (Meta's ``hub.challenge``); counted like a delivery."""
-    return await _counted(provider, channel_id, request)
+    return await answer(provider, channel_id, request)
 
 
-async def _counted(provider: str, channel_id: str, request: Request) -> Any:
+async def answer(provider: str, channel_id: str, request: Request) -> Any:
+    """Answer one webhook request (the routes above, and ``app.WebhookFastPath`` for POSTs)."""
     label = provider if registry.adapter_for_path(provider) is not None else "unknown"
     try:
         response = await _answer(provider, channel_id, request)
