@@ -424,8 +424,11 @@ class InboundBatcher:
     quarter of PostgreSQL's CPU per message that 16 statements took. So a request does not
     send its own statement: it adds its message to the pending list and waits; while fewer
     than ``in_flight`` batches are being stored, a new one takes everything pending (at most
-    ``max_batch``). An idle server stores a message at once, alone; a busy one gathers the
-    messages that arrive during a batch into the next.
+    ``max_batch``). A busy server gathers the messages that arrive during a batch into the
+    next; when fewer than ``linger_below`` wait, the flush first lingers ``linger_seconds``
+    (1 ms) for those already on their way, PostgreSQL's ``commit_delay`` idea: with two server
+    processes sharing the traffic it cut PostgreSQL's CPU per message by a fifth. An idle
+    server so stores a message within a millisecond, alone.
 
     ``store`` answers what ``receive_in_one_statement`` answers for a known sender: the
     receipt (its message id ``None`` for a redelivery), or ``None`` when the sender is not
@@ -434,8 +437,18 @@ class InboundBatcher:
     alone (where a bad value fails only its own request).
     """
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 64, in_flight: int = 1) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = 64,
+        in_flight: int = 1,
+        linger_below: int = 8,
+        linger_seconds: float = 0.001,
+    ) -> None:
         self.engine = engine
+        self.linger_below = linger_below
+        self.linger_seconds = linger_seconds
         self.max_batch = max_batch
         self.in_flight = in_flight
         self.loop = asyncio.get_running_loop()
@@ -467,6 +480,10 @@ class InboundBatcher:
                 raw = await connection.get_raw_connection()
                 driver: Any = raw.driver_connection
                 while self._pending:
+                    if len(self._pending) < self.linger_below:
+                        # A short wait for the requests already on their way, so that a few
+                        # server processes sharing the traffic still send full statements.
+                        await asyncio.sleep(self.linger_seconds)
                     batch = self._pending[: self.max_batch]
                     del self._pending[: self.max_batch]
                     await self._store_batch(driver, batch)
