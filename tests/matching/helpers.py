@@ -48,6 +48,51 @@ async def profile(
     return customer_id
 
 
+async def maria_jose(client: httpx.AsyncClient, tenant: TenantHandle) -> tuple[str, str]:
+    """The issue's example: María José in the store and on the web, no email in common."""
+    store = await profile(
+        client,
+        tenant,
+        external="tpv-1001",
+        name="María José Fernández",
+        email="mjfernandez@example.es",
+        postcode="28001",
+        city="Madrid",
+        birth_date="1980-05-17",
+    )
+    web = await profile(
+        client,
+        tenant,
+        external="web-77",
+        name="Mª José Fernandez Ruiz",
+        email="mariajose.fr@example.org",
+        postcode="28001",
+        city="Madrid",
+        birth_date="1980-05-17",
+    )
+    return store, web
+
+
+async def father_and_son(client: httpx.AsyncClient, tenant: TenantHandle) -> tuple[str, str]:
+    """José Luis García Pérez, born 1952, and his son of the same name, born 1981: one address
+    and one landline (the father's identity, in the son's traits as a CRM would keep it)."""
+    household: dict[str, Any] = {
+        "name": "José Luis García Pérez",
+        "street": "Calle Mayor 12, 3º B",
+        "postcode": "28013",
+        "city": "Madrid",
+    }
+    father = await profile(
+        client, tenant, external="crm-3", phone="+34915550101", birth_date="1952-03-02", **household
+    )
+    son = await profile(client, tenant, external="crm-4", birth_date="1981-11-23", **household)
+    patched = await client.patch(
+        f"/v1/customers/{son}", json={"traits": {"phone": "+34915550101"}}, headers=tenant.headers
+    )
+    assert patched.status_code == 200, patched.text
+    return father, son
+
+
 async def start_checking_now(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     """Put the online check's position at this moment: only this test's profiles are read."""
     async with sessionmaker() as session, session.begin():

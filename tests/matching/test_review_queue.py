@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import TenantHandle
 from tests.matching.helpers import (
+    father_and_son,
+    maria_jose,
     profile,
     run_check,
     set_thresholds,
@@ -18,37 +20,13 @@ from tests.matching.helpers import (
 )
 
 
-async def _maria_jose(client: httpx.AsyncClient, tenant: TenantHandle) -> tuple[str, str]:
-    store = await profile(
-        client,
-        tenant,
-        external="tpv-1001",
-        name="María José Fernández",
-        email="mjfernandez@example.es",
-        postcode="28001",
-        city="Madrid",
-        birth_date="1980-05-17",
-    )
-    web = await profile(
-        client,
-        tenant,
-        external="web-77",
-        name="Mª José Fernandez Ruiz",
-        email="mariajose.fr@example.org",
-        postcode="28001",
-        city="Madrid",
-        birth_date="1980-05-17",
-    )
-    return store, web
-
-
 async def test_maria_jose_in_store_and_on_the_web_is_suggested_with_evidence(
     client: httpx.AsyncClient,
     tenant: TenantHandle,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     await start_checking_now(sessionmaker)
-    store, web = await _maria_jose(client, tenant)
+    store, web = await maria_jose(client, tenant)
     done = await run_check(sessionmaker)
     assert done["matching_suggested"] == 1
     [item] = await suggestions(client, tenant)
@@ -81,19 +59,7 @@ async def test_father_and_son_with_one_name_address_and_phone_are_never_merged(
     await start_checking_now(sessionmaker)
     # Automatic merges on, below the cap a birth-date conflict leaves a pair at (0.9).
     await set_thresholds(client, tenant, review_threshold=0.8, auto_merge_threshold=0.85)
-    common: dict[str, Any] = {
-        "name": "José Luis García Pérez",
-        "street": "Calle Mayor 12, 3º B",
-        "postcode": "28013",
-        "city": "Madrid",
-    }
-    father = await profile(
-        client, tenant, external="c-1", phone="+34915550101", birth_date="1952-03-02", **common
-    )
-    son = await profile(client, tenant, external="c-2", birth_date="1981-11-23", **common)
-    await client.patch(
-        f"/v1/customers/{son}", json={"traits": {"phone": "+34915550101"}}, headers=tenant.headers
-    )
+    father, son = await father_and_son(client, tenant)
     done = await run_check(sessionmaker)
 
     assert done.get("matching_auto_merged", 0) == 0
@@ -143,7 +109,7 @@ async def test_accepting_merges_once_and_unmerging_restores_and_rejects_the_pair
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     await start_checking_now(sessionmaker)
-    store, web = await _maria_jose(client, tenant)
+    store, web = await maria_jose(client, tenant)
     await run_check(sessionmaker)
     [item] = await suggestions(client, tenant)
     accepted = await client.post(
@@ -167,6 +133,11 @@ async def test_accepting_merges_once_and_unmerging_restores_and_rejects_the_pair
         "/v1/audit-log", params={"action": "match_suggestion.accepted"}, headers=tenant.headers
     )
     assert [e["subject_id"] for e in log.json()["items"]] == [item["id"]]
+    # Accepting again changed nothing, so the log holds no entry of any kind for it.
+    settings = await client.get(
+        "/v1/audit-log", params={"action": "settings.*"}, headers=tenant.headers
+    )
+    assert [e["subject_id"] for e in settings.json()["items"]] == []
     # Rejecting what was merged is refused: undoing the merge is the way.
     refused = await client.post(
         f"/v1/match-suggestions/{item['id']}/reject", headers=tenant.headers

@@ -67,6 +67,18 @@ async def snapshot(sessionmaker: async_sessionmaker[AsyncSession], tenant_id: st
     return digest.hexdigest()
 
 
+async def rosa(client: httpx.AsyncClient, tenant: TenantHandle) -> str:
+    """A customer with only an email and a name."""
+    identified = await client.post(
+        "/v1/customers/identify",
+        json={"identities": [{"kind": "email", "value": "rosa@example.es"}], "name": "Rosa"},
+        headers=tenant.headers,
+    )
+    assert identified.status_code == 200, identified.text
+    customer_id: str = identified.json()["customer_id"]
+    return customer_id
+
+
 async def test_erasure_removes_the_person_everywhere_and_keeps_every_figure(
     client: httpx.AsyncClient,
     tenant: TenantHandle,
@@ -208,13 +220,8 @@ async def test_an_erased_profile_cannot_be_given_a_name_or_traits_again(
     assert await snapshot(sessionmaker, tenant.id) == stored
 
     # Someone not erased is still edited as before.
-    other = await client.post(
-        "/v1/customers/identify",
-        json={"identities": [{"kind": "email", "value": "rosa@example.es"}], "name": "Rosa"},
-        headers=tenant.headers,
-    )
     renamed = await client.patch(
-        f"/v1/customers/{other.json()['customer_id']}",
+        f"/v1/customers/{await rosa(client, tenant)}",
         json={"name": "Rosa Gil"},
         headers=tenant.headers,
     )
@@ -225,12 +232,7 @@ async def test_an_erased_profile_cannot_be_given_a_name_or_traits_again(
 async def test_another_tenants_customer_is_not_found_and_not_touched(
     client: httpx.AsyncClient, tenant: TenantHandle, make_tenant: Any
 ) -> None:
-    identified = await client.post(
-        "/v1/customers/identify",
-        json={"identities": [{"kind": "email", "value": "rosa@example.es"}], "name": "Rosa"},
-        headers=tenant.headers,
-    )
-    customer_id = identified.json()["customer_id"]
+    customer_id = await rosa(client, tenant)
     other: TenantHandle = await make_tenant("Otra tienda")
     for method, path in (
         ("POST", f"/v1/customers/{customer_id}/erase"),
@@ -247,12 +249,7 @@ async def test_another_tenants_customer_is_not_found_and_not_touched(
 async def test_only_admins_export_erase_or_read_the_log(
     client: httpx.AsyncClient, tenant: TenantHandle
 ) -> None:
-    identified = await client.post(
-        "/v1/customers/identify",
-        json={"identities": [{"kind": "email", "value": "rosa@example.es"}], "name": "Rosa"},
-        headers=tenant.headers,
-    )
-    customer_id = identified.json()["customer_id"]
+    customer_id = await rosa(client, tenant)
     for role in ("agent", "supervisor"):
         created = await client.post(
             "/v1/api-keys", json={"name": role, "role": role}, headers=tenant.headers
@@ -273,12 +270,7 @@ async def test_only_admins_export_erase_or_read_the_log(
 async def test_a_reason_longer_than_allowed_is_refused_and_nothing_is_erased(
     client: httpx.AsyncClient, tenant: TenantHandle
 ) -> None:
-    identified = await client.post(
-        "/v1/customers/identify",
-        json={"identities": [{"kind": "email", "value": "rosa@example.es"}], "name": "Rosa"},
-        headers=tenant.headers,
-    )
-    customer_id = identified.json()["customer_id"]
+    customer_id = await rosa(client, tenant)
     response = await client.post(
         f"/v1/customers/{customer_id}/erase", json={"reason": "x" * 501}, headers=tenant.headers
     )

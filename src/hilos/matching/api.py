@@ -99,6 +99,18 @@ async def get_suggestion(
     )
 
 
+async def _decided(
+    session: DbSession, principal: Principal, row: MatchSuggestion, changed: bool, action: str
+) -> DecisionOut:
+    """The answer to an accept or reject; the audit log records it only when it changed
+    something (a repeated decision is not a second one)."""
+    if changed:
+        await _record_decision(session, principal, row, action)
+    else:
+        audit.nothing_to_record(session)
+    return DecisionOut(**SuggestionOut.model_validate(row).model_dump(), changed=changed)
+
+
 async def _record_decision(
     session: DbSession, principal: Principal, row: MatchSuggestion, action: str
 ) -> None:
@@ -124,11 +136,7 @@ async def accept(
     row, changed = await service.accept(
         session, principal.tenant, suggestion_id, decided_by=decided_by(principal)
     )
-    if changed:
-        await _record_decision(session, principal, row, "match_suggestion.accepted")
-    else:
-        audit.nothing_to_record(session)
-    return DecisionOut(**SuggestionOut.model_validate(row).model_dump(), changed=changed)
+    return await _decided(session, principal, row, changed, "match_suggestion.accepted")
 
 
 @router.post("/match-suggestions/{suggestion_id}/reject", response_model=DecisionOut)
@@ -138,11 +146,7 @@ async def reject(
     row, changed = await service.reject(
         session, principal.tenant, suggestion_id, decided_by=decided_by(principal)
     )
-    if changed:
-        await _record_decision(session, principal, row, "match_suggestion.rejected")
-    else:
-        audit.nothing_to_record(session)
-    return DecisionOut(**SuggestionOut.model_validate(row).model_dump(), changed=changed)
+    return await _decided(session, principal, row, changed, "match_suggestion.rejected")
 
 
 @router.get("/matching/settings", response_model=MatchingSettingsOut)

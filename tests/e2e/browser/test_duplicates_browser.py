@@ -16,7 +16,7 @@ from tests.conftest import TenantHandle
 from tests.e2e.browser.conftest import Screenshots
 from tests.e2e.browser.test_agent_console import sign_in
 from tests.e2e.browser.test_supervisor import make_supervisor
-from tests.matching.helpers import profile, run_check, start_checking_now
+from tests.matching.helpers import father_and_son, maria_jose, run_check, start_checking_now
 
 
 def menu(page: Page) -> Locator:
@@ -32,40 +32,8 @@ async def test_a_supervisor_merges_one_person_and_keeps_father_and_son_apart(
     shots: Screenshots,
 ) -> None:
     await start_checking_now(sessionmaker)
-    store = await profile(
-        client,
-        tenant,
-        external="tpv-1001",
-        name="María José Fernández",
-        email="mjfernandez@example.es",
-        postcode="28001",
-        city="Madrid",
-        birth_date="1980-05-17",
-    )
-    web = await profile(
-        client,
-        tenant,
-        external="web-77",
-        name="Mª José Fernandez Ruiz",
-        email="mariajose.fr@example.org",
-        postcode="28001",
-        city="Madrid",
-        birth_date="1980-05-17",
-    )
-    household = {
-        "name": "José Luis García Pérez",
-        "street": "Calle Mayor 12, 3º B",
-        "postcode": "28013",
-        "city": "Madrid",
-        "phone": "+34915550101",
-    }
-    father = await profile(client, tenant, external="crm-1", birth_date="1952-03-02", **household)
-    son = await profile(
-        client, tenant, external="crm-2", birth_date="1981-11-23", **{**household, "phone": None}
-    )
-    await client.patch(
-        f"/v1/customers/{son}", json={"traits": {"phone": "+34915550101"}}, headers=tenant.headers
-    )
+    store, web = await maria_jose(client, tenant)
+    father, son = await father_and_son(client, tenant)
     await run_check(sessionmaker)
 
     # 1. The queue, from the menu: both pairs wait for a person.
