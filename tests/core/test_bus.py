@@ -85,3 +85,36 @@ async def test_jetstream_delivers_each_outbox_event_once(
         assert [e.payload["n"] for e in received] == [0, 1, 2]
     finally:
         await bus.close()
+
+
+@pytest.mark.skipif(not NATS_URL, reason="NATS backend skipped: HILOS_TEST_NATS_URL is not set")
+async def test_a_batch_reaches_jetstream_in_order_and_a_repeated_batch_adds_nothing() -> None:
+    assert NATS_URL is not None
+    tenant_id = new_id()
+    bus = NatsBus(NATS_URL)
+    await bus.start()
+    received: list[BusEvent] = []
+    sentinel_seen = asyncio.Event()
+
+    async def handler(event: BusEvent) -> None:
+        if event.tenant_id != tenant_id:
+            return
+        if event.topic == "test.sentinel":
+            sentinel_seen.set()
+            return
+        received.append(event)
+
+    events = [
+        BusEvent(topic="test.thing", tenant_id=tenant_id, event_id=new_id(), payload={"n": n})
+        for n in range(300)
+    ]
+    try:
+        await bus.subscribe(durable=f"test-{tenant_id}", handler=handler)
+        await bus.publish_batch(events[:200])
+        # A relay that rolled back after publishing its batch publishes it again, with more.
+        await bus.publish_batch(events[100:])
+        await bus.publish(topic="test.sentinel", tenant_id=tenant_id, event_id=new_id(), payload={})
+        await asyncio.wait_for(sentinel_seen.wait(), timeout=30)
+        assert [e.payload["n"] for e in received] == list(range(300))
+    finally:
+        await bus.close()

@@ -314,6 +314,9 @@ class BrokenBus:
     async def publish(self, **_event: Any) -> None:
         raise ConnectionError("the bus is down")
 
+    async def publish_batch(self, _events: Any) -> None:
+        raise ConnectionError("the bus is down")
+
     async def subscribe(self, **_subscription: Any) -> None:
         return None
 

@@ -66,7 +66,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 from sqlalchemy import Table, func, select
@@ -301,8 +301,11 @@ _STRETCHED = re.compile(r"(.)\1{2,}")
 _SUPERLATIVE_END = re.compile(r"^(\w{2,}?)[ií]sim[oa]s?$")
 
 
+@lru_cache(maxsize=65_536)
 def _plain(word: str) -> str:
-    """Lower case, no accents, stretched letters squeezed: ``¡GRACIAAAS`` → ``gracias``."""
+    """Lower case, no accents, stretched letters squeezed: ``¡GRACIAAAS`` → ``gracias``.
+
+    Cached: customers' words repeat, and normalising each one again was half of scoring."""
     decomposed = unicodedata.normalize("NFKD", word.casefold())
     bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _STRETCHED.sub(r"\1", bare)
@@ -332,6 +335,12 @@ def _lexicon() -> tuple[dict[str, float], dict[tuple[str, ...], float]]:
         if phrase.strip()
     }
     return words, phrases
+
+
+@cache
+def _phrase_starts() -> frozenset[str]:
+    """The first words of the phrases: most words start none, and need no phrase lookups."""
+    return frozenset(phrase[0] for phrase in _lexicon()[1])
 
 
 @cache
@@ -417,6 +426,7 @@ def score(text: str, *, language: str | None = None) -> float:
     words decide (``language_of``). Only an English text uses VADER's lexicon.
     """
     words, phrases = _lexicon()
+    phrase_starts = _phrase_starts()
     text = text.replace("’", "'")
     english = (language or language_of(text) or "").lower().startswith("en")
     raw = sum(_EMOJI.get(ch, 0.0) for ch in text)
@@ -436,11 +446,12 @@ def score(text: str, *, language: str | None = None) -> float:
                 continue
             valence: float | None = None
             length = 1
-            for n in (4, 3, 2):
-                key = tuple(w.text if isinstance(w, _Word) else w for w in clause[i : i + n])
-                if len(key) == n and key in phrases:
-                    valence, length = phrases[key], n
-                    break
+            if item.text in phrase_starts:
+                for n in (4, 3, 2):
+                    key = tuple(w.text if isinstance(w, _Word) else w for w in clause[i : i + n])
+                    if len(key) == n and key in phrases:
+                        valence, length = phrases[key], n
+                        break
             if valence is None:
                 if item.text in _NEGATORS:
                     negated_until = i + _SCOPE

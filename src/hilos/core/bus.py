@@ -7,8 +7,9 @@ so a relay that publishes the same event twice (a crash before it marked it) sto
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +21,9 @@ log = structlog.get_logger(__name__)
 
 STREAM = "HILOS"
 SUBJECT_PREFIX = "hilos."
+# How long a batch waits for JetStream to acknowledge every event it published; past it the relay
+# rolls back and publishes the batch again (JetStream drops the repeats by ``Nats-Msg-Id``).
+PUBLISH_ACK_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,10 @@ class Bus(Protocol):
         self, *, topic: str, tenant_id: str, event_id: str, payload: dict[str, Any]
     ) -> None: ...
 
+    async def publish_batch(self, events: Sequence[BusEvent]) -> None:
+        """Publish ``events`` in order; return once the bus holds every one of them (or raise,
+        and then any of them may have been published: the caller publishes them again)."""
+
     async def subscribe(self, *, durable: str, handler: Handler) -> None:
         """Deliver every event to ``handler``; processes sharing ``durable`` share the work."""
 
@@ -90,6 +98,19 @@ class InProcessBus:
             except Exception:
                 BUS_HANDLER_FAILURES.labels(durable_label(durable)).inc()
                 log.exception("bus.handler_failed", durable=durable, topic=topic)
+
+    async def publish_batch(self, events: Sequence[BusEvent]) -> None:
+        for event in events:
+            # What a handler logs while it hears the event names the event.
+            with structlog.contextvars.bound_contextvars(
+                event_id=event.event_id, topic=event.topic
+            ):
+                await self.publish(
+                    topic=event.topic,
+                    tenant_id=event.tenant_id,
+                    event_id=event.event_id,
+                    payload=event.payload,
+                )
 
     async def subscribe(self, *, durable: str, handler: Handler) -> None:
         self._handlers[durable] = handler
@@ -132,6 +153,32 @@ class NatsBus:
             SUBJECT_PREFIX + topic, event.encode(), headers={"Nats-Msg-Id": event_id}
         )
         BUS_PUBLISHED.inc()
+
+    async def publish_batch(self, events: Sequence[BusEvent]) -> None:
+        """Send every event before waiting for any acknowledgement.
+
+        One request-and-wait per event cost the relay a round trip, a socket write and a wake-up
+        each (a fifth of the worker's CPU at 1,500 messages a second); JetStream's asynchronous
+        publish pipelines them on the one connection, in order, and the acknowledgements come
+        back together.
+        """
+        if not events:
+            return
+        acknowledgements = [
+            await self._js.publish_async(
+                SUBJECT_PREFIX + event.topic,
+                event.encode(),
+                headers={"Nats-Msg-Id": event.event_id},
+            )
+            for event in events
+        ]
+        try:
+            async with asyncio.timeout(PUBLISH_ACK_TIMEOUT):
+                await asyncio.gather(*acknowledgements)
+        finally:
+            for acknowledgement in acknowledgements:
+                acknowledgement.cancel()
+        BUS_PUBLISHED.inc(len(events))
 
     async def state(self) -> BusState:
         """The stream's size and each durable consumer's backlog, as JetStream reports them."""

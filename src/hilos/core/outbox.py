@@ -25,7 +25,7 @@ from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from hilos.core import metrics
-from hilos.core.bus import Bus
+from hilos.core.bus import Bus, BusEvent
 from hilos.core.clock import as_utc, now
 from hilos.core.ids import new_id
 from hilos.core.models import OutboxEvent
@@ -122,15 +122,17 @@ async def relay(
             statement = statement.with_for_update(skip_locked=True)
         events = (await session.execute(statement)).scalars().all()
         await _run_consumers(session, events)
-        for event in events:
-            # What a handler logs while it hears the event (in-process bus) names the event.
-            with structlog.contextvars.bound_contextvars(event_id=event.id, topic=event.topic):
-                await bus.publish(
+        await bus.publish_batch(
+            [
+                BusEvent(
                     topic=event.topic,
                     tenant_id=event.tenant_id,
                     event_id=event.id,
                     payload=event.payload,
                 )
+                for event in events
+            ]
+        )
         published_at = now()
         if events:
             # No "evaluate" of the session's loaded events against the statement: nothing reads
