@@ -559,7 +559,7 @@ Inspector = Callable[[Call, int, bytes], str | None]
 
 
 async def run_load(
-    port: int,
+    port: int | Sequence[int],
     calls: Sequence[Call],
     *,
     concurrency: int,
@@ -575,14 +575,18 @@ async def run_load(
 
     A 2xx answer counts as completed; ``inspect`` may look at its body and return a label that
     is counted in ``LoadResult.tags`` (for example "duplicate"). Anything else is an error.
+
+    Several ports are several servers behind a load balancer: the connections are spread over
+    them in turn, as a layer-4 balancer spreads long-lived connections.
     """
+    ports = [port] if isinstance(port, int) else list(port)
     result = LoadResult(planned=len(calls))
     next_index = 0
     started = time.perf_counter()
     cpu_started = time.process_time()
     deadline = started + max_seconds
 
-    async def worker() -> None:
+    async def worker(port: int) -> None:
         nonlocal next_index
         connection: Connection | None = None
         try:
@@ -625,7 +629,7 @@ async def run_load(
             if connection is not None:
                 await connection.close()
 
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    await asyncio.gather(*(worker(ports[n % len(ports)]) for n in range(max(1, concurrency))))
     result.elapsed = time.perf_counter() - started
     result.client_cpu = time.process_time() - cpu_started
     return result

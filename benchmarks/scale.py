@@ -2,19 +2,20 @@
 JetStream, ``hilos serve`` processes and a separate ``hilos worker``.
 
 Each run starts on a freshly created PostgreSQL database and a NATS server of its own (its store
-in a temporary directory), then ``hilos serve --workers N`` (uvicorn's N processes share one
-listening socket, the simplest load balancer) and one ``hilos worker`` (outbox relay to
-JetStream with every outbox consumer: SLA clocks, sentiment, journeys, surveys, routing...).
-This process sends signed WhatsApp deliveries (``benchmarks/webhooks.py``'s mix: 5 000
-senders, 5 % redeliveries) over ``--concurrency`` keep-alive connections: ``--warmup``
+in a temporary directory), then N separate ``hilos serve`` processes, each on its own port, and
+one ``hilos worker`` (outbox relay to JetStream with every outbox consumer: SLA clocks,
+sentiment, journeys, surveys, routing...). This process sends signed WhatsApp deliveries
+(``benchmarks/webhooks.py``'s mix: 5 000 senders, 5 % redeliveries) over ``--concurrency``
+keep-alive connections spread over the servers in turn, as a load balancer spreads them (not
+``hilos serve --workers N``: uvicorn's processes share one socket, and the kernel once gave all
+16 connections to one of them, so that the second process idled): ``--warmup``
 seconds first, then ``ANALYZE`` (a database in service has statistics; a fresh one plans its
 first minute's statements blind), then ``--seconds`` seconds measured, and meanwhile samples,
 once a second, the outbox lag (events not yet relayed, and the age of the oldest) and the
 JetStream stream's size. When the load stops, it waits for the worker to relay the backlog
 ("drain") and then checks that every accepted message is stored exactly once. Memory is each
-process's resident set size at the end (uvicorn's parent and each of its workers, and the
-worker); CPU per message is each part's CPU time during the measured load (from /proc) over
-the deliveries answered.
+process's resident set size at the end; CPU per message is each part's CPU time during the
+measured load (from /proc) over the deliveries answered.
 
 Target (the project's issue): at least 1 500 messages per second accepted and relayed with
 p99 ≤ 100 ms on 2 cores, zero lost, with 2 servers and 1 worker; the same run with 1 server
@@ -210,16 +211,24 @@ async def run_one(
             stdout=worker_log,
             stderr=subprocess.STDOUT,
         )
-        label = f"hilos serve --workers {servers}"
         try:
-            with Server.hilos(
-                database_url=database_url,
-                workers=servers,
-                label=label,
-                HILOS_BUS_URL=nats_server.url,
-            ) as server:
+            with contextlib.ExitStack() as running:
+                # N separate `hilos serve` processes behind the load's connection balancing,
+                # as N hosts behind a load balancer; each receives mail on its own SMTP port.
+                http_servers = [
+                    running.enter_context(
+                        Server.hilos(
+                            database_url=database_url,
+                            label=f"hilos serve #{number}",
+                            HILOS_BUS_URL=nats_server.url,
+                            HILOS_SMTP_PORT=str(free_port()),
+                        )
+                    )
+                    for number in range(1, servers + 1)
+                ]
+                ports = [server.port for server in http_servers]
                 status, channel = await call_json(
-                    server.port,
+                    ports[0],
                     "POST",
                     "/v1/channels",
                     {"kind": "whatsapp", "name": "WhatsApp", "config": CHANNEL_CONFIG},
@@ -244,7 +253,7 @@ async def run_one(
                 # scanning the tenant's rows instead of its primary key) would be measured
                 # instead of Hilos.
                 warmup = await run_load(
-                    server.port,
+                    ports,
                     calls,
                     concurrency=args.concurrency,
                     max_seconds=args.warmup,
@@ -257,7 +266,10 @@ async def run_one(
                 assert nats_server.process is not None
                 meter = CpuMeter(
                     {
-                        "servers": [server.pid, *children(server.pid)],
+                        **{
+                            f"server{number}": [server.pid, *children(server.pid)]
+                            for number, server in enumerate(http_servers, start=1)
+                        },
                         "worker": [worker.pid],
                         "nats": [nats_server.process.pid],
                     }
@@ -265,7 +277,7 @@ async def run_one(
                 meter.start()
                 try:
                     result = await run_load(
-                        server.port,
+                        ports,
                         calls,
                         concurrency=args.concurrency,
                         max_seconds=args.seconds,
@@ -278,7 +290,7 @@ async def run_one(
                     memory = {
                         "server_mib": [
                             round(m, 0)
-                            for m in (rss_mib(p) for p in [server.pid, *children(server.pid)])
+                            for m in (rss_mib(server.pid) for server in http_servers)
                             if m is not None
                         ],
                         "worker_mib": rss_mib(worker.pid),
@@ -312,9 +324,14 @@ async def run_one(
         for load in (warmup, result)
     )
     elapsed = max(result.elapsed, 1e-9)
+    server_cpu = [used for name, used in meter.used.items() if name.startswith("server")]
+    used = {
+        "servers": sum(server_cpu),
+        **{name: cpu for name, cpu in meter.used.items() if not name.startswith("server")},
+    }
     per_message = {
-        f"cpu_{name}_ms": round(1000 * used / max(result.completed, 1), 2)
-        for name, used in meter.used.items()
+        f"cpu_{name}_ms": round(1000 * cpu / max(result.completed, 1), 2)
+        for name, cpu in used.items()
     }
     return {
         "servers": servers,
@@ -348,6 +365,10 @@ async def run_one(
         "unrelayed": left,
         "stream_vs_outbox": f"{in_stream}/{events}",
         "server_mib": "+".join(str(int(m)) for m in memory["server_mib"]),
+        # Each server's share of the servers' CPU: the balancing at work (50/50 for two).
+        "server_split": "/".join(
+            str(round(100 * cpu / max(sum(server_cpu), 1e-9))) for cpu in server_cpu
+        ),
         "worker_mib": round(memory["worker_mib"] or 0, 0),
         **per_message,
         "cpu_total_ms": round(sum(per_message.values()), 2),
@@ -372,6 +393,7 @@ COLUMNS = [
     Column("unrelayed", "unrelayed", 0),
     Column("stream_vs_outbox", "stream/outbox"),
     Column("server_mib", "server RSS MiB"),
+    Column("server_split", "server CPU split %"),
     Column("worker_mib", "worker RSS MiB", 0),
     Column("cpu_servers_ms", "CPU ms/msg servers", 2),
     Column("cpu_worker_ms", "worker", 2),
@@ -402,10 +424,13 @@ async def main(args: argparse.Namespace) -> None:
         console.print(f"{servers} server process(es) + 1 worker, {args.seconds:g} s…")
         rows.append(await run_one(servers, args, plan))
     print_table("Sustained inbound on PostgreSQL + NATS", COLUMNS, rows)
-    best = max(rows, key=lambda row: row["rate"])
+    # The issue's configuration is 2 servers + 1 worker: that run is judged when there is one.
+    judged = next((row for row in rows if row["servers"] == 2), None) or max(
+        rows, key=lambda row: row["rate"]
+    )
     met = (
-        best["rate"] >= TARGET_RATE
-        and best["p99_ms"] <= TARGET_P99_MS
+        judged["rate"] >= TARGET_RATE
+        and judged["p99_ms"] <= TARGET_P99_MS
         and all(row["lost"] == 0 and row["unrelayed"] == 0 for row in rows)
     )
     notes = [
@@ -415,7 +440,9 @@ async def main(args: argparse.Namespace) -> None:
         f"keep-alive connections from one load process ({args.senders:,} senders, 5 % "
         "redeliveries; first messages %: the share of the measured deliveries that came from a "
         "new customer, which creates the customer and the conversation), "
-        "against `hilos serve --workers N` (uvicorn's processes share the socket) and one "
+        "against N separate `hilos serve` processes (the load spreads its connections over "
+        "them in turn, as a load balancer would; uvicorn's `--workers N` shares one socket, "
+        "and the kernel once handed all 16 connections to one of its processes) and one "
         "`hilos worker`, on a fresh PostgreSQL database and a NATS JetStream of the run's own; "
         "the load process, the servers, the worker, PostgreSQL and NATS share the 2 cores.",
         "accepted: deliveries answered 200 (redeliveries included, answered as duplicates); "
@@ -429,19 +456,20 @@ async def main(args: argparse.Namespace) -> None:
         "written but not yet relayed, and the age of the oldest); drain: seconds the worker "
         "needed after the load to relay the backlog; events relayed/s: outbox events over the "
         "load and the drain.",
-        "Memory: resident set size at the end of the load; for N servers, uvicorn's parent "
-        "process then each of its workers.",
+        "Memory: resident set size at the end of the load, each server's in turn. server CPU "
+        "split: each server's share of the servers' CPU time (the balancing at work).",
         "CPU ms/msg: CPU time each part used during the load (from /proc), per accepted "
         "delivery; PostgreSQL counts every postgres process of the machine. With 2 cores, "
         "2 000 ms/s are available: the total bounds the rate at about 2 000 / total msg/s.",
         f"Target: ≥ {TARGET_RATE:,.0f} msg/s with p99 ≤ {TARGET_P99_MS:g} ms, zero lost: "
-        f"{'met' if met else 'NOT met'} (best {best['rate']:,.0f} msg/s, p99 "
-        f"{best['p99_ms']:.0f} ms).",
+        f"{'met' if met else 'NOT met'} ({judged['servers']} servers: "
+        f"{judged['rate']:,.0f} msg/s, p99 {judged['p99_ms']:.0f} ms).",
     ]
     figures = {
         "target_rate": TARGET_RATE,
         "target_p99_ms": TARGET_P99_MS,
-        "best_rate": best["rate"],
+        "judged_servers": judged["servers"],
+        "judged_rate": judged["rate"],
         "target_met": met,
     }
     path = write_results(

@@ -13,7 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from hilos.conversations import inbound_pg
 from hilos.conversations.models import Conversation, Message
@@ -218,3 +223,53 @@ async def test_a_batch_that_fails_writes_nothing_and_says_so(
     assert receipt is not None
     assert receipt.message_id is not None
     assert await counts(sessionmaker, tenant) == (before[0] + 1, before[1] + 1)
+
+
+async def test_the_batch_statement_is_planned_once_and_the_pool_gets_its_connection_back_as_it_was(
+    postgres_only: None,
+    client: httpx.AsyncClient,
+    tenant: TenantHandle,
+    engine: AsyncEngine,
+) -> None:
+    whatsapp = await add_channel(client, tenant, "whatsapp")
+    senders = [f"3466510{n:04d}" for n in range(3)]
+    await first_messages(client, tenant, whatsapp, senders)
+    # One connection, so that the batcher's statements and the checks below share it.
+    single = create_async_engine(engine.url, pool_size=1, max_overflow=0)
+    try:
+        batcher = inbound_pg.InboundBatcher(single, in_flight=1)
+        for round_ in range(8):
+            receipts = await asyncio.gather(
+                *(
+                    batcher.store(
+                        inbound_pg.KnownSenderMessage(
+                            tenant_id=tenant.id,
+                            channel_id=whatsapp,
+                            channel_kind="whatsapp",
+                            sender_kind="whatsapp",
+                            sender_value=normalize("whatsapp", sender, region="ES"),
+                            external_id=f"{sender}-plan-{round_}",
+                            text="hola",
+                            attachments=[],
+                            sent_at=datetime(2026, 11, 20, 10, 0, tzinfo=UTC),
+                            extra_identities=(),
+                        )
+                    )
+                    # Batches of different sizes, which PostgreSQL would plan one by one.
+                    for sender in senders[: 1 + round_ % len(senders)]
+                )
+            )
+            assert all(r is not None and r.message_id is not None for r in receipts)
+        async with single.connect() as connection:
+            mode = await connection.exec_driver_sql("SHOW plan_cache_mode")
+            assert mode.scalar() == "auto", "the setting stays with the batcher"
+            plans = (
+                await connection.exec_driver_sql(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement ~ '^\\s*WITH inbound AS'"
+                )
+            ).one()
+        assert plans.generic_plans == 8
+        assert plans.custom_plans == 0
+    finally:
+        await single.dispose()
