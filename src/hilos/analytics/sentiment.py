@@ -77,6 +77,7 @@ from hilos.analytics.models import MessageSentiment
 from hilos.analytics.review_models import Mention, Review
 from hilos.conversations.models import Message
 from hilos.core.clock import now
+from hilos.core.db import one_of
 from hilos.core.errors import Invalid
 from hilos.core.models import OutboxEvent
 from hilos.core.outbox import register_consumer
@@ -512,7 +513,7 @@ async def consume(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
                 Message.text,
                 Message.sent_at,
             ).where(
-                Message.id.in_(sorted(received)),
+                one_of(session.get_bind().dialect.name, Message.id, sorted(received)),
                 Message.direction == "inbound",
                 Message.kind == "message",
             )

@@ -73,6 +73,7 @@ from hilos.conversations import notify
 from hilos.conversations import service as conversations
 from hilos.conversations.models import ACTIVE_STATUSES, Conversation, Message
 from hilos.core.clock import as_utc, now
+from hilos.core.db import one_of
 from hilos.core.errors import Conflict, HilosError, Invalid, NotFound
 from hilos.core.ids import new_id
 from hilos.core.models import OutboxEvent
@@ -925,13 +926,14 @@ async def _consume_triggers(session: AsyncSession, events: Sequence[OutboxEvent]
 async def _consume_messages(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
     moment = now()
     customer_ids = sorted({str(event.payload["customer_id"]) for event in events})
+    dialect = session.get_bind().dialect.name
     # One indexed look-up for the whole batch: most messages have no survey waiting.
     open_rows = (
         (
             await session.execute(
                 select(SurveyInvitation)
                 .where(
-                    SurveyInvitation.customer_id.in_(customer_ids),
+                    one_of(dialect, SurveyInvitation.customer_id, customer_ids),
                     or_(
                         and_(
                             SurveyInvitation.status == "sent",
@@ -964,7 +966,7 @@ async def _consume_messages(session: AsyncSession, events: Sequence[OutboxEvent]
         for row in (
             await session.execute(
                 select(Message.id, Message.text, Message.data, Message.channel_id).where(
-                    Message.id.in_([str(e.payload["message_id"]) for e in mine]),
+                    one_of(dialect, Message.id, [str(e.payload["message_id"]) for e in mine]),
                     Message.direction == "inbound",
                 )
             )

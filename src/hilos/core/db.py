@@ -9,11 +9,12 @@ ordinary pool.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, MetaData, String, event
+from sqlalchemy import JSON, ColumnElement, DateTime, MetaData, String, any_, bindparam, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -54,6 +55,21 @@ class UtcDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def one_of(dialect: str, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+    """``column`` is one of ``values`` (strings): on PostgreSQL ``column = ANY($1)`` with the
+    values as one array parameter, elsewhere ``column IN (...)``.
+
+    SQLAlchemy renders an ``IN`` of n values as n parameters on every execution: for the
+    relay's batches of up to 500 events that rendering was 7 % of the worker's CPU.
+    """
+    if dialect == "postgresql":
+        return cast(
+            ColumnElement[bool],
+            column == any_(bindparam(None, list(values), type_=ARRAY(String()))),
+        )
+    return cast(ColumnElement[bool], column.in_(list(values)))
 
 
 def id_column() -> Mapped[str]:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 from hilos.core import metrics
 from hilos.core.bus import Bus, BusEvent
 from hilos.core.clock import as_utc, now
+from hilos.core.db import one_of
 from hilos.core.ids import new_id
 from hilos.core.models import OutboxEvent
 
@@ -145,7 +146,8 @@ async def _relay(
             .order_by(OutboxEvent.id)
             .limit(batch)
         )
-        if session.get_bind().dialect.name == "postgresql":
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
             statement = statement.with_for_update(skip_locked=True)
         events = (await session.execute(statement)).scalars().all()
         await _run_consumers(session, events, isolated=isolated)
@@ -166,7 +168,7 @@ async def _relay(
             # them after this, and that walk cost the relay 4 % of its CPU.
             await session.execute(
                 update(OutboxEvent)
-                .where(OutboxEvent.id.in_([event.id for event in events]))
+                .where(one_of(dialect, OutboxEvent.id, [event.id for event in events]))
                 .values(published_at=published_at)
                 .execution_options(synchronize_session=False)
             )

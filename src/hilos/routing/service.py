@@ -67,6 +67,7 @@ from hilos.core import metrics
 from hilos.core import service as core
 from hilos.core.clock import as_utc
 from hilos.core.clock import now as clock_now
+from hilos.core.db import one_of
 from hilos.core.errors import Conflict, Forbidden, Invalid, NotFound
 from hilos.core.ids import new_id
 from hilos.core.metrics import on_commit
@@ -1574,6 +1575,7 @@ async def consume(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
         elif event.topic in FREEING:
             changed[conversation_id] = event
     moment = clock_now()
+    dialect = session.get_bind().dialect.name
     if arrived and _ARRIVAL_HOLDS:
         received = [e for e in arrived.values() if e.topic == "message.received"]
         for hold in _ARRIVAL_HOLDS.values():
@@ -1584,7 +1586,7 @@ async def consume(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
             (
                 await session.execute(
                     select(_ROUTED.c.conversation_id, _ROUTED.c.state).where(
-                        _ROUTED.c.conversation_id.in_(sorted(arrived))
+                        one_of(dialect, _ROUTED.c.conversation_id, sorted(arrived))
                     )
                 )
             ).all()
@@ -1614,7 +1616,7 @@ async def consume(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
         rows = (
             await session.execute(
                 select(Conversation.id, Conversation.status, Conversation.assignee_id).where(
-                    Conversation.id.in_(sorted(changed))
+                    one_of(dialect, Conversation.id, sorted(changed))
                 )
             )
         ).all()

@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hilos.conversations.models import ACTIVE_STATUSES, Conversation
 from hilos.core.clock import as_utc, now
+from hilos.core.db import one_of
 from hilos.core.errors import Conflict, Invalid
 from hilos.core.ids import new_id
 from hilos.core.models import OutboxEvent
@@ -420,10 +421,11 @@ async def consume(session: AsyncSession, events: Sequence[OutboxEvent]) -> None:
     }
     if not conversation_ids:
         return
+    dialect = session.get_bind().dialect.name
     statement = select(ConversationSla).where(
-        ConversationSla.conversation_id.in_(sorted(conversation_ids))
+        one_of(dialect, ConversationSla.conversation_id, sorted(conversation_ids))
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         statement = statement.with_for_update()
     states = {s.conversation_id: s for s in (await session.execute(statement)).scalars()}
     rules = _Rules(session)
