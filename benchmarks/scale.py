@@ -21,8 +21,8 @@ Target (the project's issue): at least 1 500 messages per second accepted and re
 p99 ≤ 100 ms on 2 cores, zero lost, with 2 servers and 1 worker; the same run with 1 server
 shows how throughput grows with processes.
 
-    .venv/bin/python benchmarks/scale.py                 # 1 and 2 servers, 60 s each
-    .venv/bin/python benchmarks/scale.py --seconds 10    # a quick look
+    .venv/bin/python benchmarks/scale.py               # 1 and 2 servers × 16 and 32 connections
+    .venv/bin/python benchmarks/scale.py --seconds 10  # a quick look (60 s by default)
 """
 
 from __future__ import annotations
