@@ -48,6 +48,31 @@ async def counts(
     return int(messages or 0), int(events or 0)
 
 
+def known_sender(
+    tenant: TenantHandle,
+    *,
+    channel_id: str,
+    sender: str,
+    external_id: str,
+    channel_kind: str = "whatsapp",
+    sender_kind: str = "whatsapp",
+    text: str = "hola",
+) -> inbound_pg.KnownSenderMessage:
+    """A message for the batcher from a sender the tenant knows."""
+    return inbound_pg.KnownSenderMessage(
+        tenant_id=tenant.id,
+        channel_id=channel_id,
+        channel_kind=channel_kind,
+        sender_kind=sender_kind,
+        sender_value=normalize(sender_kind, sender, region="ES"),
+        external_id=external_id,
+        text=text,
+        attachments=[],
+        sent_at=datetime(2026, 11, 20, 10, 0, tzinfo=UTC),
+        extra_identities=(),
+    )
+
+
 async def first_messages(
     client: httpx.AsyncClient, tenant: TenantHandle, channel_id: str, senders: list[str]
 ) -> dict[str, dict[str, Any]]:
@@ -148,21 +173,16 @@ async def test_one_conversation_written_on_two_channels_in_one_batch_keeps_both(
         row.channel_ids = [whatsapp]
 
     batcher = inbound_pg.InboundBatcher(engine, in_flight=1)
-    moment = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
     receipts = await asyncio.gather(
         *(
             batcher.store(
-                inbound_pg.KnownSenderMessage(
-                    tenant_id=tenant.id,
+                known_sender(
+                    tenant,
                     channel_id=channel,
                     channel_kind=kind,
                     sender_kind="phone",
-                    sender_value="+34655000111",
+                    sender="+34655000111",
                     external_id=external_id,
-                    text="hola",
-                    attachments=[],
-                    sent_at=moment,
-                    extra_identities=(),
                 )
             )
             for channel, kind, external_id in (
@@ -195,17 +215,8 @@ async def test_a_batch_that_fails_writes_nothing_and_says_so(
     batcher = inbound_pg.InboundBatcher(engine, in_flight=1)
 
     def message(sender: str, text: str) -> inbound_pg.KnownSenderMessage:
-        return inbound_pg.KnownSenderMessage(
-            tenant_id=tenant.id,
-            channel_id=whatsapp,
-            channel_kind="whatsapp",
-            sender_kind="whatsapp",
-            sender_value=normalize("whatsapp", sender, region="ES"),
-            external_id=f"{sender}-bad",
-            text=text,
-            attachments=[],
-            sent_at=datetime(2026, 11, 20, 10, 0, tzinfo=UTC),
-            extra_identities=(),
+        return known_sender(
+            tenant, channel_id=whatsapp, sender=sender, external_id=f"{sender}-bad", text=text
         )
 
     # PostgreSQL refuses a NUL character in text: the whole statement, and so the good
@@ -242,17 +253,11 @@ async def test_the_batch_statement_is_planned_once_and_the_pool_gets_its_connect
             receipts = await asyncio.gather(
                 *(
                     batcher.store(
-                        inbound_pg.KnownSenderMessage(
-                            tenant_id=tenant.id,
+                        known_sender(
+                            tenant,
                             channel_id=whatsapp,
-                            channel_kind="whatsapp",
-                            sender_kind="whatsapp",
-                            sender_value=normalize("whatsapp", sender, region="ES"),
+                            sender=sender,
                             external_id=f"{sender}-plan-{round_}",
-                            text="hola",
-                            attachments=[],
-                            sent_at=datetime(2026, 11, 20, 10, 0, tzinfo=UTC),
-                            extra_identities=(),
                         )
                     )
                     # Batches of different sizes, which PostgreSQL would plan one by one.

@@ -48,6 +48,31 @@ async def test_a_received_message_is_published_after_commit(
     assert len(seen) == 1
 
 
+class TenantEvents:
+    """What a durable consumer hears of one tenant, up to its ``test.sentinel`` event."""
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.received: list[BusEvent] = []
+        self.sentinel_seen = asyncio.Event()
+
+    async def hear(self, event: BusEvent) -> None:
+        if event.tenant_id != self.tenant_id:
+            return
+        if event.topic == "test.sentinel":
+            self.sentinel_seen.set()
+            return
+        self.received.append(event)
+
+    async def until_sentinel(self, bus: NatsBus) -> list[BusEvent]:
+        """Publish the sentinel and return what was heard before it."""
+        await bus.publish(
+            topic="test.sentinel", tenant_id=self.tenant_id, event_id=new_id(), payload={}
+        )
+        await asyncio.wait_for(self.sentinel_seen.wait(), timeout=30)
+        return self.received
+
+
 @pytest.mark.skipif(not NATS_URL, reason="NATS backend skipped: HILOS_TEST_NATS_URL is not set")
 async def test_jetstream_delivers_each_outbox_event_once(
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -56,19 +81,9 @@ async def test_jetstream_delivers_each_outbox_event_once(
     tenant_id = new_id()
     bus = NatsBus(NATS_URL)
     await bus.start()
-    received: list[BusEvent] = []
-    sentinel_seen = asyncio.Event()
-
-    async def handler(event: BusEvent) -> None:
-        if event.tenant_id != tenant_id:
-            return
-        if event.topic == "test.sentinel":
-            sentinel_seen.set()
-            return
-        received.append(event)
-
+    heard = TenantEvents(tenant_id)
     try:
-        await bus.subscribe(durable=f"test-{tenant_id}", handler=handler)
+        await bus.subscribe(durable=f"test-{tenant_id}", handler=heard.hear)
         async with sessionmaker() as session, session.begin():
             ids = [
                 await emit(session, tenant_id=tenant_id, topic="test.thing", payload={"n": n})
@@ -79,8 +94,7 @@ async def test_jetstream_delivers_each_outbox_event_once(
         await bus.publish(
             topic="test.thing", tenant_id=tenant_id, event_id=ids[0], payload={"n": 0}
         )
-        await bus.publish(topic="test.sentinel", tenant_id=tenant_id, event_id=new_id(), payload={})
-        await asyncio.wait_for(sentinel_seen.wait(), timeout=30)
+        received = await heard.until_sentinel(bus)
         assert [e.event_id for e in received] == ids
         assert [e.payload["n"] for e in received] == [0, 1, 2]
     finally:
@@ -93,28 +107,17 @@ async def test_a_batch_reaches_jetstream_in_order_and_a_repeated_batch_adds_noth
     tenant_id = new_id()
     bus = NatsBus(NATS_URL)
     await bus.start()
-    received: list[BusEvent] = []
-    sentinel_seen = asyncio.Event()
-
-    async def handler(event: BusEvent) -> None:
-        if event.tenant_id != tenant_id:
-            return
-        if event.topic == "test.sentinel":
-            sentinel_seen.set()
-            return
-        received.append(event)
-
+    heard = TenantEvents(tenant_id)
     events = [
         BusEvent(topic="test.thing", tenant_id=tenant_id, event_id=new_id(), payload={"n": n})
         for n in range(300)
     ]
     try:
-        await bus.subscribe(durable=f"test-{tenant_id}", handler=handler)
+        await bus.subscribe(durable=f"test-{tenant_id}", handler=heard.hear)
         await bus.publish_batch(events[:200])
         # A relay that rolled back after publishing its batch publishes it again, with more.
         await bus.publish_batch(events[100:])
-        await bus.publish(topic="test.sentinel", tenant_id=tenant_id, event_id=new_id(), payload={})
-        await asyncio.wait_for(sentinel_seen.wait(), timeout=30)
+        received = await heard.until_sentinel(bus)
         assert [e.payload["n"] for e in received] == list(range(300))
     finally:
         await bus.close()
